@@ -1,0 +1,11 @@
+//! Flywheel's domain, free of I/O: the API types, search spaces, samplers, early-stopping rules
+//! and the study state machine. The operator and the local runner drive the same functions.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod search;
+
+/// Re-exported so every crate sees one version of the Kubernetes types.
+pub use k8s_openapi;
+pub use kube;
+pub mod validate;

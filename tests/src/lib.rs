@@ -1,0 +1,1 @@
+//! End-to-end tests live in tests/*.rs; this library is intentionally empty.
