@@ -8,4 +8,6 @@ pub mod search;
 /// Re-exported so every crate sees one version of the Kubernetes types.
 pub use k8s_openapi;
 pub use kube;
+pub mod model_card;
+pub mod protocol;
 pub mod validate;

@@ -29,7 +29,11 @@ impl FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -120,8 +124,15 @@ fn check_dataset(spec: &StudySpec, errors: &mut Vec<FieldError>) {
 
 /// The format implied by a URI's extension (`.csv`, `.csv.gz`, `.tsv`, `.parquet`, `.pq`).
 pub fn format_from_uri(uri: &str) -> Option<DataFormat> {
-    let path = uri.split(['?', '#']).next().unwrap_or(uri).to_ascii_lowercase();
-    if [".csv", ".csv.gz", ".tsv"].iter().any(|ext| path.ends_with(ext)) {
+    let path = uri
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(uri)
+        .to_ascii_lowercase();
+    if [".csv", ".csv.gz", ".tsv"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
+    {
         Some(DataFormat::Csv)
     } else if [".parquet", ".pq"].iter().any(|ext| path.ends_with(ext)) {
         Some(DataFormat::Parquet)
@@ -289,7 +300,10 @@ fn check_warm_start(spec: &StudySpec, errors: &mut Vec<FieldError>) {
     let task = effective_task(spec);
     for (i, study) in warm.studies.iter().enumerate() {
         if let Some(problem) = dns_label_problem(study, MAX_STUDY_NAME_LEN) {
-            errors.push(FieldError::new(format!("spec.warmStart.studies[{i}]"), problem));
+            errors.push(FieldError::new(
+                format!("spec.warmStart.studies[{i}]"),
+                problem,
+            ));
         }
     }
     for (i, configuration) in warm.configurations.iter().enumerate() {
@@ -347,7 +361,9 @@ fn domain_problem(domain: &Domain, limits: &Domain) -> Option<String> {
         (
             Domain::Float { low, high, log, .. },
             Domain::Float {
-                low: min, high: max, ..
+                low: min,
+                high: max,
+                ..
             },
         ) => {
             if !low.is_finite() || !high.is_finite() {
@@ -369,7 +385,9 @@ fn domain_problem(domain: &Domain, limits: &Domain) -> Option<String> {
         (
             Domain::Int { low, high, log },
             Domain::Int {
-                low: min, high: max, ..
+                low: min,
+                high: max,
+                ..
             },
         ) => {
             if low >= high {

@@ -69,12 +69,21 @@ mod tests {
         let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, condition("Ready", false, "Starting", "", Some(1), &t0));
-        set_condition(&mut conditions, condition("Ready", false, "Waiting", "still", Some(2), &t1));
+        set_condition(
+            &mut conditions,
+            condition("Ready", false, "Starting", "", Some(1), &t0),
+        );
+        set_condition(
+            &mut conditions,
+            condition("Ready", false, "Waiting", "still", Some(2), &t1),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, t0);
         assert_eq!(conditions[0].reason, "Waiting");
-        set_condition(&mut conditions, condition("Ready", true, "Up", "", Some(2), &t1));
+        set_condition(
+            &mut conditions,
+            condition("Ready", true, "Up", "", Some(2), &t1),
+        );
         assert_eq!(conditions[0].last_transition_time, t1);
     }
 }

@@ -1,0 +1,92 @@
+//! The model card (`model.json`), written by the trainer beside `model.onnx` and read by the
+//! prediction server: what the model expects, what it returns, and where it came from.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::Latency;
+use crate::search::space::{Family, Params, Task};
+
+/// Bumped when a reader would misread an older card.
+pub const MODEL_CARD_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub card_version: u32,
+    /// Version label the server reports with every prediction.
+    pub version: String,
+    pub family: Family,
+    #[serde(default)]
+    pub params: Params,
+    /// binary, multiclass or regression (never auto).
+    pub task: Task,
+    /// The predicted column.
+    pub target: String,
+    /// Class labels in the order of the probability output; empty for regression.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Raw input columns, in the order of array-style instances.
+    pub inputs: Vec<InputColumn>,
+    /// Names of the ONNX outputs.
+    pub outputs: ModelOutputs,
+    /// Validation metrics from training.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_bytes: Option<u64>,
+    pub lineage: Lineage,
+}
+
+/// One raw column the model takes: an ONNX input of shape `[N, 1]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputColumn {
+    /// The column's name in the training data and in V1 instances.
+    pub name: String,
+    /// The ONNX input's name (the column name, made safe).
+    pub input: String,
+    pub kind: ColumnKind,
+    /// Whether the model accepts a missing value (null) here.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+/// How a raw column is typed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// A number; the ONNX input is float32 (NaN for missing).
+    Numeric,
+    /// A string category; the ONNX input is a string tensor (empty for missing).
+    Categorical,
+    /// true/false; the ONNX input is float32 0/1.
+    Boolean,
+}
+
+/// The ONNX outputs' names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelOutputs {
+    /// Predicted label (class index into `classes`, int64) or regression value (float32).
+    pub label: String,
+    /// Class probabilities, float32 `[N, classes]`; absent for regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<String>,
+}
+
+/// Where the model came from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<String>,
+    pub dataset_uri: String,
+    /// sha256 of the dataset bytes, hex.
+    pub dataset_digest: String,
+    pub dataset_rows: u64,
+    pub trainer_version: String,
+    /// RFC 3339.
+    pub created_at: String,
+}

@@ -1,0 +1,184 @@
+//! The trial protocol: how any trial workload (the built-in trainer or a custom image) talks to
+//! whoever runs it — the operator through pod logs and the termination message, or the local
+//! runner through the process's stdout and the artifact folder. See docs/trial-protocol.md.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Latency, Report};
+
+/// The marker field that makes a stdout line a protocol message rather than a log line.
+pub const MARKER: &str = "flywheel";
+
+/// Exit status of a trial process.
+pub mod exit_code {
+    /// The model was trained, exported and passed the parity gate.
+    pub const SUCCESS: i32 = 0;
+    /// The trial's input is wrong (dataset, parameters): retrying will not help.
+    pub const BAD_INPUT: i32 = 2;
+    /// Something failed inside the trial (I/O, a bug, a failed parity gate).
+    pub const INTERNAL: i32 = 3;
+}
+
+/// The file name of the final result inside the trial's artifact folder.
+pub const RESULT_FILE: &str = "result.json";
+/// Where Kubernetes reads a container's termination message from.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Kubernetes truncates termination messages beyond this size.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// A protocol line on stdout: `{"flywheel":"report","step":3,"metrics":{"accuracy":0.91}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "flywheel", rename_all = "snake_case")]
+pub enum Message {
+    /// Intermediate metrics after `step` units of training resource.
+    Report(Report),
+}
+
+impl Message {
+    /// The message on one stdout line, or `None` for ordinary log output and malformed lines
+    /// (a trial's logs must never break the runner).
+    pub fn parse_line(line: &str) -> Option<Message> {
+        let line = line.trim();
+        if !line.starts_with('{') || !line.contains(MARKER) {
+            return None;
+        }
+        serde_json::from_str(line).ok()
+    }
+
+    /// The message as one line, without a newline.
+    pub fn to_line(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// How a trial ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// Why a trial failed, machine-readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum FailureReason {
+    /// Dataset or parameters are wrong.
+    BadInput,
+    /// The exported model does not reproduce the trainer's predictions.
+    ParityMismatch,
+    /// Anything else inside the trial.
+    Internal,
+}
+
+/// Wall-clock seconds per stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    #[serde(default)]
+    pub load_seconds: f64,
+    #[serde(default)]
+    pub featurize_seconds: f64,
+    #[serde(default)]
+    pub train_seconds: f64,
+    #[serde(default)]
+    pub export_seconds: f64,
+    #[serde(default)]
+    pub total_seconds: f64,
+}
+
+/// The final result document (`result.json`, and the termination message in a cluster).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Final metrics on the validation split, keyed by metric name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// The folder holding `model.onnx` and `model.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_bytes: Option<u64>,
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+impl TrialResult {
+    pub fn failed(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            reason: Some(reason),
+            message: Some(message.into()),
+            metrics: BTreeMap::new(),
+            artifact_uri: None,
+            latency: None,
+            model_bytes: None,
+            timings: Timings::default(),
+        }
+    }
+
+    /// The JSON for the termination message, shortened to Kubernetes' limit by trimming the
+    /// free-text message first, so metrics and URIs always survive.
+    pub fn to_termination_message(&self) -> String {
+        let full = serde_json::to_string(self).unwrap_or_default();
+        if full.len() <= TERMINATION_MESSAGE_LIMIT {
+            return full;
+        }
+        let mut trimmed = self.clone();
+        let overflow = full.len() - TERMINATION_MESSAGE_LIMIT;
+        if let Some(message) = &mut trimmed.message {
+            let keep = message.len().saturating_sub(overflow + 3);
+            let mut cut = keep;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        serde_json::to_string(&trimmed).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_round_trip_and_log_lines_are_ignored() {
+        let line = r#"{"flywheel":"report","step":3,"metrics":{"accuracy":0.91}}"#;
+        let message = Message::parse_line(line).unwrap();
+        let Message::Report(report) = &message;
+        assert_eq!(report.step, 3);
+        assert_eq!(report.metrics["accuracy"], 0.91);
+        assert_eq!(Message::parse_line(&message.to_line()), Some(message));
+        assert_eq!(Message::parse_line("epoch 3: loss 0.2"), None);
+        assert_eq!(
+            Message::parse_line(r#"{"flywheel":"report","step":"x"}"#),
+            None
+        );
+        assert_eq!(Message::parse_line(r#"{"flywheel":"unknown"}"#), None);
+    }
+
+    #[test]
+    fn termination_message_fits_the_kubernetes_limit() {
+        let mut result = TrialResult::failed(FailureReason::BadInput, "é".repeat(5000));
+        result.metrics.insert("accuracy".into(), 0.5);
+        let message = result.to_termination_message();
+        assert!(
+            message.len() <= TERMINATION_MESSAGE_LIMIT,
+            "{}",
+            message.len()
+        );
+        let parsed: TrialResult = serde_json::from_str(&message).unwrap();
+        assert_eq!(parsed.metrics["accuracy"], 0.5);
+        assert!(parsed.message.unwrap().ends_with("..."));
+    }
+}

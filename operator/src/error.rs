@@ -1,0 +1,41 @@
+use std::path::PathBuf;
+
+use flywheel_core::validate::FieldError;
+
+/// Every failure of the `flywheel` command and the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("failed to serialize {what}: {message}")]
+    Serialize { what: &'static str, message: String },
+
+    #[error("{path} is not a valid manifest:\n{}", format_field_errors(.errors))]
+    InvalidManifest {
+        path: String,
+        errors: Vec<FieldError>,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Serialize { .. } => "serialize",
+            Error::InvalidManifest { .. } => "invalid_manifest",
+        }
+    }
+}
+
+fn format_field_errors(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|error| format!("  - {error}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

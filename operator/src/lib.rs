@@ -1,0 +1,10 @@
+//! The Flywheel operator and command-line tool: manifest validation, CRD generation, and (in
+//! later modules) the Kubernetes controllers and the local runner.
+#![forbid(unsafe_code)]
+
+pub mod crdgen;
+mod error;
+pub mod manifest;
+mod schema_check;
+
+pub use error::Error;
