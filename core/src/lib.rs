@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod search;
+pub mod study;
 
 /// Re-exported so every crate sees one version of the Kubernetes types.
 pub use k8s_openapi;

@@ -147,6 +147,47 @@ impl TrialResult {
     }
 }
 
+/// The command-line arguments that hand a trial its inputs (docs/trial-protocol.md). The local
+/// runner passes them to a process and the operator to a Job's container, so both speak the
+/// protocol identically.
+pub fn trial_arguments(
+    study: &str,
+    spec: &crate::api::StudySpec,
+    trial_name: &str,
+    trial: &crate::api::TrialSpec,
+    dataset_uri: &str,
+    output: &str,
+    threads: u32,
+) -> Vec<String> {
+    let params = serde_json::to_string(&trial.params).unwrap_or_else(|_| "{}".to_string());
+    let task = serde_json::to_value(spec.dataset.task)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| "auto".to_string());
+    let seed = spec
+        .algorithm
+        .seed
+        .unwrap_or(0)
+        .wrapping_add(u64::from(trial.index));
+    let mut args = vec![
+        format!("--dataset={dataset_uri}"),
+        format!("--target={}", spec.dataset.target),
+        format!("--task={task}"),
+        format!("--metric={}", spec.objective.metric.as_str()),
+        format!("--family={}", trial.family),
+        format!("--params={params}"),
+        format!("--seed={seed}"),
+        format!("--output={output}"),
+        format!("--threads={}", threads.max(1)),
+        format!("--study={study}"),
+        format!("--trial={trial_name}"),
+    ];
+    if let Some(budget) = trial.budget {
+        args.push(format!("--budget={budget}"));
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,12 +3,17 @@
 //! A sampler is a pure function of (space, history, seed, trial index): the study state machine
 //! can replay it after a restart and the local runner and the operator get the same suggestions.
 
+pub mod early_stopping;
+pub mod grid;
+pub mod random;
 pub mod space;
+pub mod testfns;
+pub mod tpe;
 
 use std::collections::BTreeMap;
 
-use crate::api::{AlgorithmName, Direction, StudySpec};
-use space::{Domain, Family, Params, Task};
+use crate::api::{Algorithm, AlgorithmName, Direction, StudySpec};
+use space::{Domain, Family, ParamValue, Params, Task};
 
 /// The resolved search space of a study: each family with every searched domain and every
 /// pinned value. Built from `spec.searchSpace` plus the documented defaults.
@@ -82,13 +87,52 @@ pub fn effective_task(spec: &StudySpec) -> Task {
     }
 }
 
-/// The sampler the algorithm names.
-pub fn sampler_for(name: AlgorithmName) -> Box<dyn Sampler + Send + Sync> {
-    match name {
+/// The sampler `spec.algorithm` asks for, configured by its settings (TPE's `tpe` block).
+///
+/// The seed is not part of the sampler: it travels in [`SuggestContext::seed`].
+pub fn sampler_for(algorithm: &Algorithm) -> Box<dyn Sampler + Send + Sync> {
+    match algorithm.name {
         AlgorithmName::Random => Box::new(random::RandomSampler),
-        // Filled in by the grid and TPE samplers.
-        AlgorithmName::Grid | AlgorithmName::Tpe => Box::new(random::RandomSampler),
+        AlgorithmName::Grid => Box::new(grid::GridSampler),
+        AlgorithmName::Tpe => Box::new(tpe::TpeSampler::new(algorithm.tpe.as_ref())),
     }
 }
 
-pub mod random;
+impl Space {
+    /// The families a sampler can draw from: those whose every domain holds at least one value.
+    ///
+    /// Validation rejects empty domains before a study runs; skipping them here keeps the
+    /// samplers total functions on any `Space` a caller may build.
+    pub fn samplable_families(&self) -> impl Iterator<Item = &FamilySpace> {
+        self.families.iter().filter(|family| family.is_samplable())
+    }
+}
+
+impl FamilySpace {
+    /// Whether every domain holds at least one value a sampler can produce.
+    pub fn is_samplable(&self) -> bool {
+        self.domains.values().all(domain_is_samplable)
+    }
+}
+
+/// Whether a domain holds at least one value with well-defined sampling arithmetic (finite
+/// float bounds in order, a positive low end for a log scale, a non-empty choice list).
+pub fn domain_is_samplable(domain: &Domain) -> bool {
+    match domain {
+        Domain::Float { low, high, log, .. } => {
+            low.is_finite() && high.is_finite() && low <= high && (!log || *low > 0.0)
+        }
+        Domain::Int { low, high, .. } => low <= high,
+        Domain::Categorical { values } => !values.is_empty(),
+    }
+}
+
+/// Whether two hyper-parameter values denote the same setting. Numbers compare by value, as
+/// `3` and `3.0` both reach us from YAML and JSON writers, with a relative tolerance that absorbs
+/// the last-bit differences of a float that went through text.
+pub(crate) fn same_value(a: &ParamValue, b: &ParamValue) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+        _ => a == b,
+    }
+}

@@ -245,11 +245,20 @@ impl Domain {
                 } else {
                     (*low, *high)
                 };
+                // The ends are exact and the inner points clamped: exp(ln(x)) can land a hair
+                // outside [low, high], where `contains` would reject the grid's own point.
                 Some(
                     (0..steps)
                         .map(|i| {
-                            let x = a + (b - a) * f64::from(i) / f64::from(steps - 1);
-                            ParamValue::Float(if *log { x.exp() } else { x })
+                            let value = if i == 0 {
+                                *low
+                            } else if i == steps - 1 {
+                                *high
+                            } else {
+                                let x = a + (b - a) * f64::from(i) / f64::from(steps - 1);
+                                (if *log { x.exp() } else { x }).clamp(*low, *high)
+                            };
+                            ParamValue::Float(value)
                         })
                         .collect(),
                 )
@@ -630,6 +639,12 @@ mod tests {
             .filter_map(ParamValue::as_f64)
             .collect();
         let expected = [0.001, 0.01, 0.1, 1.0];
+        assert_eq!(points.len(), 4);
+        assert!(
+            points
+                .iter()
+                .all(|p| domain.contains(&ParamValue::Float(*p)))
+        );
         for (got, want) in points.iter().zip(expected) {
             assert!(
                 (got - want).abs() < 1e-12 * want.max(1.0),
