@@ -1,1 +1,71 @@
-//! placeholder
+//! `flywheel-server`: serves a Flywheel model (model.onnx + model.json) over KServe V1 and the
+//! Open Inference Protocol, with dynamic batching on dedicated ONNX Runtime threads.
+//! See docs/server.md.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod metrics;
+pub mod model;
+pub mod state;
+
+use std::future::Future;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+pub use crate::error::{ApiError, Error};
+pub use crate::state::AppState;
+
+/// Serves `state` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let app = api::router(state.clone());
+    let unready = state.clone();
+    // Responses are small and latency-bound: never hold a segment back for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "failed to set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Probes see "not ready" while in-flight requests finish.
+            unready.set_ready(false);
+            tracing::info!("shutting down: draining in-flight requests");
+        })
+        .await
+        .map_err(Error::Serve)
+}
+
+/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,242 @@
+//! The HTTP API: KServe V1, Open Inference Protocol V2, metrics and the OpenAPI document.
+
+pub mod openapi;
+pub mod v1;
+pub mod v2;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use serde_json::Value;
+
+use crate::backend::{Backend, PredictError};
+use crate::error::ApiError;
+use crate::metrics::{self, RequestLabels};
+use crate::model::{Columns, Predictions};
+use crate::state::AppState;
+
+/// A column of output values, serialized at its own precision (float32 values print as the
+/// shortest float32 text, without digits added by widening to f64).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Values {
+    Labels(Vec<String>),
+    Fp32(Vec<f32>),
+    Fp64(Vec<f64>),
+}
+
+impl Values {
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            Values::Labels(_) => "BYTES",
+            Values::Fp32(_) => "FP32",
+            Values::Fp64(_) => "FP64",
+        }
+    }
+}
+
+/// The predicted labels or values of `predictions`.
+pub(crate) fn prediction_values(
+    spec: &crate::model::ModelSpec,
+    predictions: &Predictions,
+) -> Values {
+    use crate::model::{LabelOutput, Labels};
+    match &predictions.labels {
+        Labels::Class(indices) => Values::Labels(
+            indices
+                .iter()
+                .map(|&i| spec.card.classes.get(i).cloned().unwrap_or_default())
+                .collect(),
+        ),
+        Labels::Value(values) => match spec.label {
+            LabelOutput::Value(ort::value::TensorElementType::Float64) => {
+                Values::Fp64(values.clone())
+            }
+            _ => Values::Fp32(values.iter().map(|&v| v as f32).collect()),
+        },
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/v1/models", get(v1::list_models))
+        .route(
+            "/v1/models/{name_action}",
+            get(v1::model_status).post(v1::predict),
+        )
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(v2::model_version_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::model_version_ready),
+        )
+        .route("/v2/models/{name}/infer", axum::routing::post(v2::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            axum::routing::post(v2::infer_version),
+        )
+        .route("/metrics", get(metrics_text))
+        .route("/api-doc/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /api-doc/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}
+
+/// Records latency and outcome of every request by route template.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        method,
+        route,
+        code: response.status().as_u16(),
+        model_version: state.current().spec().card.version.clone(),
+    };
+    let metrics = state.metrics();
+    metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    metrics.requests.get_or_create(&labels).inc();
+    response
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String))
+)]
+pub async fn metrics_text(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if encode(&mut text, state.registry()).is_err() {
+        return ApiError::internal("failed to encode metrics").into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// A JSON request body: checks the content type and the size limit, and parses into a
+/// `serde_json::Value` so that validation can name the exact field at fault.
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<JsonBody, ApiError> {
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+            let essence = content_type
+                .to_str()
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let json = essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"));
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("expected content-type application/json, got '{essence}'"),
+                )
+                .at("content-type"));
+            }
+        }
+        let limit = state.config().max_body_bytes;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("request body is larger than {limit} bytes (--max-body-bytes)")
+                } else {
+                    format!("failed to read the request body: {}", rejection.body_text())
+                };
+                ApiError::new(status, message).at("body")
+            })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::field(
+                "body",
+                format!("invalid JSON: {e} (NaN and Infinity are not JSON)"),
+            )
+        })
+    }
+}
+
+/// Runs `columns` through `backend` within the request timeout, mapping failures to answers.
+pub(crate) async fn run(
+    state: &AppState,
+    backend: &Backend,
+    columns: Columns,
+) -> Result<Predictions, ApiError> {
+    let timeout = state.config().request_timeout();
+    match tokio::time::timeout(timeout, backend.predict(columns)).await {
+        Ok(Ok(predictions)) => Ok(predictions),
+        Ok(Err(PredictError::QueueFull)) => Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "the inference queue is full; retry after a moment",
+            )
+        }),
+        Ok(Err(PredictError::Closed)) => Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            )
+        }),
+        Ok(Err(PredictError::Failed(message))) => {
+            Err(ApiError::internal(format!("inference failed: {message}")))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "prediction took longer than {} ms (--request-timeout-ms)",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}

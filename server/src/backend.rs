@@ -1,0 +1,393 @@
+//! Inference off the async runtime: requests enter a bounded queue, a batcher task merges what
+//! is waiting into batches, and dedicated OS threads (one ONNX Runtime session each) run them.
+//! ONNX Runtime calls block for their whole duration, so they never run on a tokio worker.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{Metrics, ModelLabels};
+use crate::model::{self, Columns, MODEL_FILE, ModelSpec, Predictions};
+
+/// The process-wide ONNX Runtime environment; the shared library can be loaded only once.
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static ENVIRONMENT_INIT: Mutex<()> = Mutex::new(());
+
+/// Loads ONNX Runtime from `dylib` (once per process) and returns its environment.
+pub fn environment(dylib: &Path) -> Result<Environment, Error> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env.clone());
+    }
+    let _init = ENVIRONMENT_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env.clone());
+    }
+    let load_error = |message: String| Error::OrtLoad {
+        path: dylib.to_path_buf(),
+        message,
+    };
+    // Catches a missing file here, before ort tries a bare name against the loader's search path.
+    if dylib.components().count() > 1 && !dylib.exists() {
+        return Err(load_error("no such file".into()));
+    }
+    let env = ort::init_from(dylib)
+        .map_err(|e| load_error(e.to_string()))?
+        .with_name("flywheel-server")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| load_error(e.to_string()))?;
+    Ok(ENVIRONMENT.get_or_init(|| env).clone())
+}
+
+/// Why a prediction did not come back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictError {
+    /// The queue is full: the client should back off.
+    QueueFull,
+    /// The backend is shutting down.
+    Closed,
+    /// ONNX Runtime failed on the batch holding this request.
+    Failed(String),
+}
+
+struct Job {
+    columns: Columns,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Predictions, String>>,
+}
+
+struct Batch {
+    jobs: Vec<Job>,
+    // Returned to the batcher when the batch is done, so it only forms a batch for a free thread.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Holds inference back while alive: running batches finish, new requests wait in the queue.
+pub struct PauseGuard {
+    _permits: OwnedSemaphorePermit,
+}
+
+/// One loaded model with its inference threads. Dropping the last handle stops the threads once
+/// the queue drains.
+pub struct Backend {
+    spec: Arc<ModelSpec>,
+    queue: mpsc::Sender<Job>,
+    permits: Arc<Semaphore>,
+    threads: u32,
+    metrics: Metrics,
+}
+
+impl Backend {
+    /// Loads the model in `config.model_dir`, checks it against its card and starts the
+    /// inference threads. Must be called inside a tokio runtime (the batcher is a task).
+    pub fn load(config: &Config, metrics: Metrics) -> Result<Backend, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| Error::Spawn {
+            what: "the batcher",
+            source: std::io::Error::other(e),
+        })?;
+        let env = environment(&config.ort_dylib_path)?;
+        let card = ModelSpec::read_card(&config.model_dir)?;
+        let name = match &config.model_name {
+            Some(name) => name.clone(),
+            None => model_name_from_dir(&config.model_dir),
+        };
+        let onnx_path = config.model_dir.join(MODEL_FILE);
+        let threads = config.inference_threads.clamp(1, 1024);
+        let sessions = (0..threads)
+            .map(|_| new_session(&env, &onnx_path, config.intra_op_threads))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = sessions
+            .first()
+            .ok_or_else(|| Error::Output("no session".into()))?;
+        let spec = Arc::new(ModelSpec::check(
+            name,
+            card,
+            onnx_path.clone(),
+            first.inputs(),
+            first.outputs(),
+        )?);
+
+        let labels = ModelLabels {
+            model_version: spec.card.version.clone(),
+        };
+        let (queue, requests) = mpsc::channel(config.max_queue_size.max(1));
+        let (work_tx, work_rx) = std::sync::mpsc::channel::<Batch>();
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let permits = Arc::new(Semaphore::new(threads));
+        for (i, session) in sessions.into_iter().enumerate() {
+            let worker = Worker {
+                spec: spec.clone(),
+                session,
+                batches: work_rx.clone(),
+                metrics: metrics.clone(),
+                labels: labels.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("inference-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|source| Error::Spawn {
+                    what: "an inference thread",
+                    source,
+                })?;
+        }
+        runtime.spawn(batcher(
+            requests,
+            work_tx,
+            permits.clone(),
+            config.max_batch_size.max(1),
+            config.max_batch_delay(),
+            metrics.clone(),
+        ));
+        Ok(Backend {
+            spec,
+            queue,
+            permits,
+            threads: u32::try_from(threads).unwrap_or(1),
+            metrics,
+        })
+    }
+
+    pub fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    /// Queues `columns` for inference and waits for the result. Never blocks the runtime: a
+    /// full queue is refused at once.
+    pub async fn predict(&self, columns: Columns) -> Result<Predictions, PredictError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            columns,
+            enqueued: Instant::now(),
+            reply,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => self.metrics.queue_depth.inc(),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.rejected.inc();
+                return Err(PredictError::QueueFull);
+            }
+            Err(TrySendError::Closed(_)) => return Err(PredictError::Closed),
+        };
+        match answer.await {
+            Ok(Ok(predictions)) => Ok(predictions),
+            Ok(Err(message)) => Err(PredictError::Failed(message)),
+            Err(_) => Err(PredictError::Failed("the inference thread stopped".into())),
+        }
+    }
+
+    /// Waits for running batches to finish, then holds new ones back until the guard drops.
+    /// Requests keep queueing meanwhile (and get 429 once the queue is full).
+    pub async fn pause(&self) -> Result<PauseGuard, PredictError> {
+        let permits = self
+            .permits
+            .clone()
+            .acquire_many_owned(self.threads)
+            .await
+            .map_err(|_| PredictError::Closed)?;
+        Ok(PauseGuard { _permits: permits })
+    }
+}
+
+/// The model name when none is given: the folder's name, or "model".
+pub fn model_name_from_dir(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("model")
+        .to_string()
+}
+
+fn new_session(env: &Environment, path: &Path, intra_op_threads: usize) -> Result<Session, Error> {
+    let builder = Session::builder(env).map_err(Error::ort("create a session builder"))?;
+    let mut builder = if intra_op_threads > 0 {
+        builder
+            .with_intra_threads(intra_op_threads)
+            .map_err(|e| Error::Ort {
+                action: "set intra-op threads",
+                source: e.into(),
+            })?
+    } else {
+        builder
+    };
+    builder.commit_from_file(path).map_err(|source| Error::Ort {
+        action: "load model.onnx",
+        source,
+    })
+}
+
+async fn batcher(
+    mut requests: mpsc::Receiver<Job>,
+    work: std::sync::mpsc::Sender<Batch>,
+    permits: Arc<Semaphore>,
+    max_rows: usize,
+    delay: Duration,
+    metrics: Metrics,
+) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match requests.recv().await {
+                Some(job) => {
+                    metrics.queue_depth.dec();
+                    job
+                }
+                None => return,
+            },
+        };
+        // Waiting for a free thread before gathering the rest lets the queue fill meanwhile, so
+        // batches grow with load without delaying a request on an idle server.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let deadline = tokio::time::Instant::from_std(first.enqueued + delay);
+        let mut rows = first.columns.rows;
+        let mut jobs = vec![first];
+        while rows < max_rows {
+            let next = if delay.is_zero() {
+                requests.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, requests.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(job) = next else { break };
+            metrics.queue_depth.dec();
+            if rows + job.columns.rows > max_rows {
+                carried = Some(job);
+                break;
+            }
+            rows += job.columns.rows;
+            jobs.push(job);
+        }
+        if work
+            .send(Batch {
+                jobs,
+                _permit: permit,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+struct Worker {
+    spec: Arc<ModelSpec>,
+    session: Session,
+    batches: Arc<Mutex<std::sync::mpsc::Receiver<Batch>>>,
+    metrics: Metrics,
+    labels: ModelLabels,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let batch = {
+                let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+                match batches.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => return,
+                }
+            };
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: Batch) {
+        let started = Instant::now();
+        // A client that timed out or hung up no longer needs its rows computed.
+        let mut jobs: Vec<Job> = batch
+            .jobs
+            .into_iter()
+            .filter(|job| !job.reply.is_closed())
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let queue_duration = self.metrics.queue_duration.get_or_create(&self.labels);
+        for job in &jobs {
+            queue_duration.observe(
+                started
+                    .saturating_duration_since(job.enqueued)
+                    .as_secs_f64(),
+            );
+        }
+        let sizes: Vec<usize> = jobs.iter().map(|job| job.columns.rows).collect();
+        let mut merged: Option<Columns> = None;
+        for job in &mut jobs {
+            let columns = std::mem::replace(
+                &mut job.columns,
+                Columns {
+                    rows: 0,
+                    data: Vec::new(),
+                },
+            );
+            match &mut merged {
+                Some(merged) => merged.append(columns),
+                None => merged = Some(columns),
+            }
+        }
+        let Some(merged) = merged else { return };
+        let rows = merged.rows;
+
+        let spec = &self.spec;
+        let session = &mut self.session;
+        // A panic inside ONNX Runtime's bindings must not take the thread (and capacity) down.
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| model::run(spec, session, merged)));
+        self.metrics
+            .inference_duration
+            .get_or_create(&self.labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_size
+            .get_or_create(&self.labels)
+            .observe(rows as f64);
+
+        let result = match result {
+            Ok(Ok(predictions)) => Ok(predictions),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("inference panicked".to_string()),
+        };
+        match result {
+            Ok(predictions) => {
+                self.metrics
+                    .predictions
+                    .get_or_create(&self.labels)
+                    .inc_by(rows as u64);
+                if jobs.len() == 1 {
+                    // The common unloaded case: no copy.
+                    if let Some(job) = jobs.pop() {
+                        let _ = job.reply.send(Ok(predictions));
+                    }
+                    return;
+                }
+                let mut start = 0;
+                for (job, size) in jobs.into_iter().zip(sizes) {
+                    let _ = job.reply.send(Ok(predictions.slice(start..start + size)));
+                    start += size;
+                }
+            }
+            Err(message) => {
+                tracing::error!(error = %message, rows, "inference failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Command-line flags and their environment variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Serves one Flywheel model (model.onnx + model.json) over KServe V1 and Open Inference
+/// Protocol V2.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "flywheel-server", version, about)]
+pub struct Config {
+    /// Folder holding model.onnx and model.json, as the trainer writes it.
+    #[arg(long, env = "FLYWHEEL_MODEL_DIR")]
+    pub model_dir: PathBuf,
+
+    /// Name the model is served under; defaults to the model folder's name.
+    #[arg(long, env = "FLYWHEEL_MODEL_NAME")]
+    pub model_name: Option<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "FLYWHEEL_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+
+    /// Most rows run through ONNX Runtime in one call; requests queued together are merged up
+    /// to this size (a single larger request still runs whole).
+    #[arg(long, env = "FLYWHEEL_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+
+    /// How long a batch waits for more requests after the first one arrives. 0 batches only
+    /// what queued up while the inference threads were busy, which adds no latency when idle.
+    #[arg(long, env = "FLYWHEEL_MAX_BATCH_DELAY_MICROS", default_value_t = 0)]
+    pub max_batch_delay_micros: u64,
+
+    /// Requests waiting for inference before new ones are refused with 429.
+    #[arg(long, env = "FLYWHEEL_MAX_QUEUE_SIZE", default_value_t = 1024)]
+    pub max_queue_size: usize,
+
+    /// Most instances (rows) accepted in one request.
+    #[arg(long, env = "FLYWHEEL_MAX_INSTANCES", default_value_t = 4096)]
+    pub max_instances: usize,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "FLYWHEEL_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Time a prediction may take, queueing included, before the client gets 504.
+    #[arg(long, env = "FLYWHEEL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// OS threads running ONNX Runtime, each with its own session; batches run in parallel
+    /// across them.
+    #[arg(long, env = "FLYWHEEL_INFERENCE_THREADS", default_value_t = 1)]
+    pub inference_threads: usize,
+
+    /// ONNX Runtime intra-op threads per session (0: ONNX Runtime decides). Tabular models are
+    /// small, so 1 avoids thread hand-offs that cost more than they save.
+    #[arg(long, env = "FLYWHEEL_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Bearer token required on predict and infer routes; unset leaves them open.
+    #[arg(long, env = "FLYWHEEL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// The ONNX Runtime shared library (scripts/fetch-onnxruntime.sh puts it in
+    /// .tools/onnxruntime/).
+    #[arg(long, env = "ORT_DYLIB_PATH", default_value = "libonnxruntime.so")]
+    pub ort_dylib_path: PathBuf,
+}
+
+impl Config {
+    /// A config for `model_dir` with every other flag at its default, for tests and embedding.
+    pub fn for_model_dir(model_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            model_dir: model_dir.into(),
+            model_name: None,
+            listen: "127.0.0.1:0".to_string(),
+            max_batch_size: 64,
+            max_batch_delay_micros: 0,
+            max_queue_size: 1024,
+            max_instances: 4096,
+            max_body_bytes: 8 * 1024 * 1024,
+            request_timeout_ms: 10_000,
+            inference_threads: 1,
+            intra_op_threads: 1,
+            auth_token: None,
+            ort_dylib_path: std::env::var_os("ORT_DYLIB_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("libonnxruntime.so")),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_micros(self.max_batch_delay_micros)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_for_model_dir() {
+        let parsed = Config::try_parse_from([
+            "flywheel-server",
+            "--model-dir",
+            "m",
+            "--listen",
+            "127.0.0.1:0",
+            "--ort-dylib-path",
+            "x.so",
+        ])
+        .unwrap();
+        let mut built = Config::for_model_dir("m");
+        built.ort_dylib_path = "x.so".into();
+        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
+    }
+}

@@ -1,0 +1,104 @@
+//! Prometheus metrics, exposed at `/metrics` in the OpenMetrics text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route template (`/v2/models/{name}/infer`), so label cardinality stays bounded.
+    pub route: String,
+    pub code: u16,
+    pub model_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model_version: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the server records; cheap to clone (the metrics are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    pub request_duration: HistogramFamily<RequestLabels>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub queue_duration: HistogramFamily<ModelLabels>,
+    pub inference_duration: HistogramFamily<ModelLabels>,
+    pub batch_size: HistogramFamily<ModelLabels>,
+    pub predictions: Family<ModelLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub rejected: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10µs .. ~42s: tabular inference is tens of microseconds, queueing under overload is seconds.
+    Histogram::new(exponential_buckets(0.00001, 2.0, 23))
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics {
+            request_duration: Family::new_with_constructor(latency_histogram),
+            requests: Family::default(),
+            queue_duration: Family::new_with_constructor(latency_histogram),
+            inference_duration: Family::new_with_constructor(latency_histogram),
+            batch_size: Family::new_with_constructor(batch_histogram),
+            predictions: Family::default(),
+            queue_depth: Gauge::default(),
+            rejected: Counter::default(),
+        };
+        registry.register(
+            "flywheel_server_request_duration_seconds",
+            "HTTP request latency by route, status code and model version",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "flywheel_server_requests",
+            "HTTP requests by route, status code and model version",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "flywheel_server_queue_duration_seconds",
+            "Time a request waited between admission and the start of its inference batch",
+            metrics.queue_duration.clone(),
+        );
+        registry.register(
+            "flywheel_server_inference_duration_seconds",
+            "ONNX Runtime time per batch, tensor conversion included",
+            metrics.inference_duration.clone(),
+        );
+        registry.register(
+            "flywheel_server_batch_size",
+            "Rows per ONNX Runtime call",
+            metrics.batch_size.clone(),
+        );
+        registry.register(
+            "flywheel_server_predictions",
+            "Rows predicted",
+            metrics.predictions.clone(),
+        );
+        registry.register(
+            "flywheel_server_queue_depth",
+            "Requests waiting for an inference thread",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "flywheel_server_queue_rejections",
+            "Requests refused with 429 because the queue was full",
+            metrics.rejected.clone(),
+        );
+        metrics
+    }
+}
