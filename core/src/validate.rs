@@ -184,7 +184,11 @@ fn resolve_space(spec: &StudySpec, errors: &mut Vec<FieldError>) -> Space {
     let task = effective_task(spec);
     let mut families = Vec::new();
     if spec.search_space.is_empty() {
-        for family in Family::ALL.into_iter().filter(|f| f.supports(task)) {
+        let custom_image = spec.trial.image.is_some();
+        for family in Family::ALL
+            .into_iter()
+            .filter(|f| f.supports(task) && (custom_image || f.builtin()))
+        {
             families.push(FamilySpace {
                 family,
                 domains: family.default_space(),
@@ -207,6 +211,15 @@ fn resolve_space(spec: &StudySpec, errors: &mut Vec<FieldError>) -> Space {
             errors.push(FieldError::new(
                 format!("{at}.family"),
                 unsupported_family_message(family, task),
+            ));
+            continue;
+        }
+        if !family.builtin() && spec.trial.image.is_none() {
+            errors.push(FieldError::new(
+                format!("{at}.family"),
+                format!(
+                    "the built-in trainer does not train {family} yet; remove it, or set trial.image to a custom trial image that does"
+                ),
             ));
             continue;
         }

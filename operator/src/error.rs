@@ -11,6 +11,29 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{path} is in use by another flywheel run (pid {pid}); stop it or pass another --dir")]
+    Busy { path: PathBuf, pid: u32 },
+
+    #[error("failed to read {path}: {message}; remove the file to start that record afresh")]
+    Corrupt { path: PathBuf, message: String },
+
+    #[error(
+        "failed to start {program}: {source}; build it (cargo build --release) or pass its path"
+    )]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("failed to serve the winner: {message}")]
+    Serve { message: String },
+
     #[error("failed to serialize {what}: {message}")]
     Serialize { what: &'static str, message: String },
 
@@ -26,6 +49,11 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Read { .. } => "read",
+            Error::Write { .. } => "write",
+            Error::Busy { .. } => "busy",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Spawn { .. } => "spawn",
+            Error::Serve { .. } => "serve",
             Error::Serialize { .. } => "serialize",
             Error::InvalidManifest { .. } => "invalid_manifest",
         }

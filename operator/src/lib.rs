@@ -4,6 +4,8 @@
 
 pub mod crdgen;
 mod error;
+pub mod k8s;
+pub mod local;
 pub mod manifest;
 mod schema_check;
 

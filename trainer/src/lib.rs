@@ -1,1 +1,42 @@
-//! placeholder
+//! The built-in Flywheel trial: CSV → schema → features → one model family → ONNX pipeline →
+//! parity gate → model card. See docs/trial-protocol.md for the contract it speaks.
+
+pub mod boost;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod features;
+pub mod linear;
+pub mod metrics;
+pub mod mlp;
+pub mod model;
+pub mod onnx;
+pub mod params;
+pub mod parity;
+pub mod tree;
+pub mod trial;
+
+use flywheel_core::protocol::{TERMINATION_LOG, TrialResult, exit_code};
+
+/// Runs a trial, records its result, and returns the process exit code.
+pub fn main_with(args: &cli::Args) -> i32 {
+    let termination_log = std::env::var_os("FLYWHEEL_TERMINATION_LOG").map_or_else(
+        || std::path::PathBuf::from(TERMINATION_LOG),
+        std::path::PathBuf::from,
+    );
+    let started = std::time::Instant::now();
+    match trial::run(args) {
+        Ok(result) => {
+            trial::write_result(&args.output, &termination_log, &result);
+            eprintln!("trial succeeded: {:?}", result.metrics);
+            exit_code::SUCCESS
+        }
+        Err(error) => {
+            let mut result = TrialResult::failed(error.reason(), error.to_string());
+            result.timings.total_seconds = started.elapsed().as_secs_f64();
+            trial::write_result(&args.output, &termination_log, &result);
+            eprintln!("trial failed: {error}");
+            error.exit_code()
+        }
+    }
+}

@@ -71,6 +71,12 @@ impl Family {
         }
     }
 
+    /// Whether the built-in trainer (`flywheel-trainer`) trains this family; a custom trial image
+    /// may train the others.
+    pub fn builtin(self) -> bool {
+        self != Family::Svm
+    }
+
     /// The hyper-parameter whose value is the trial's training resource (trees, boosting rounds,
     /// epochs): intermediate reports count steps of it, so early stopping can act.
     pub fn resource_param(self) -> Option<&'static str> {

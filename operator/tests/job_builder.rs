@@ -1,0 +1,188 @@
+//! The Trial → Job builder: shape, GPU scheduling, custom images, and validity against the
+//! Kubernetes 1.35 schemas (kubernetes-validate --strict, from the test venv).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use flywheel_core::api::{Study, Trial};
+use flywheel_core::k8s_openapi::api::batch::v1::Job;
+use flywheel_operator::k8s::job::{GPU_RESOURCE, JobConfig, trial_job};
+
+fn study(extra: &str) -> Study {
+    let yaml = format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Study\nmetadata: {{name: churn, namespace: ml, uid: s-1}}\nspec:\n  dataset: {{uri: s3://data/churn.parquet, target: churned}}\n  objective: {{metric: roc_auc}}\n  budget: {{maxTrials: 20, trialTimeoutSeconds: 900}}\n{extra}"
+    );
+    serde_saphyr::from_str(&yaml).expect("study fixture parses")
+}
+
+fn trial() -> Trial {
+    serde_saphyr::from_str(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Trial\nmetadata: {name: churn-3, namespace: ml, uid: t-3}\nspec:\n  study: churn\n  index: 3\n  family: gradient_boosting\n  params: {learning_rate: 0.1, n_estimators: 200}\n",
+    )
+    .expect("trial fixture parses")
+}
+
+fn config() -> JobConfig {
+    JobConfig {
+        trainer_image: "ghcr.io/flywheel-ml/trainer:0.1.0".into(),
+        artifact_root: "file:///artifacts".into(),
+        artifact_claim: Some("flywheel-artifacts".into()),
+        artifact_env: Vec::new(),
+        ttl_seconds_after_finished: 3600,
+    }
+}
+
+fn container(job: &Job) -> &flywheel_core::k8s_openapi::api::core::v1::Container {
+    &job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+#[test]
+fn default_trial_job_runs_the_trainer_with_the_protocol() {
+    let job = trial_job(&study(""), &trial(), &config());
+    assert_eq!(job.metadata.name.as_deref(), Some("churn-3"));
+    assert_eq!(job.metadata.namespace.as_deref(), Some("ml"));
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Trial", "churn-3", "t-3")
+    );
+    assert_eq!(owner.controller, Some(true));
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert_eq!(spec.active_deadline_seconds, Some(900));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    let c = container(&job);
+    assert_eq!(
+        c.image.as_deref(),
+        Some("ghcr.io/flywheel-ml/trainer:0.1.0")
+    );
+    let args = c.args.as_ref().unwrap();
+    for expected in [
+        "--dataset=s3://data/churn.parquet",
+        "--target=churned",
+        "--metric=roc_auc",
+        "--family=gradient_boosting",
+        "--output=file:///artifacts/ml/churn/churn-3",
+        "--trial=churn-3",
+        "--threads=1",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "{expected} missing from {args:?}"
+        );
+    }
+    let security = c.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/tmp", "/artifacts"]);
+    assert!(pod.tolerations.is_none());
+}
+
+#[test]
+fn gpu_trials_request_nvidia_gpus_and_tolerate_the_gpu_taint() {
+    let study = study(
+        "  trial:\n    gpus: 2\n    threads: 8\n    nodeSelector: {pool: a100}\n    resources:\n      limits: {cpu: '8', memory: 32Gi}\n",
+    );
+    let job = trial_job(&study, &trial(), &config());
+    let c = container(&job);
+    let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits[GPU_RESOURCE].0, "2");
+    assert_eq!(limits["memory"].0, "32Gi");
+    assert!(c.args.as_ref().unwrap().iter().any(|a| a == "--threads=8"));
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "a100");
+    let toleration = &pod.tolerations.as_ref().unwrap()[0];
+    assert_eq!(toleration.key.as_deref(), Some(GPU_RESOURCE));
+    assert_eq!(toleration.operator.as_deref(), Some("Exists"));
+}
+
+#[test]
+fn custom_images_keep_their_command_and_get_the_protocol_as_env() {
+    let study = study(
+        "  trial:\n    image: registry.example/my-trial:1\n    command: [python, train.py]\n    env: [{name: EXTRA, value: '1'}]\n",
+    );
+    let job = trial_job(&study, &trial(), &config());
+    let c = container(&job);
+    assert_eq!(c.image.as_deref(), Some("registry.example/my-trial:1"));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["python".to_string(), "train.py".to_string()][..])
+    );
+    assert!(c.args.is_none());
+    let env = c.env.as_ref().unwrap();
+    let get = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(get("FLYWHEEL_FAMILY").as_deref(), Some("gradient_boosting"));
+    assert_eq!(
+        get("FLYWHEEL_OUTPUT").as_deref(),
+        Some("file:///artifacts/ml/churn/churn-3")
+    );
+    assert_eq!(get("EXTRA").as_deref(), Some("1"));
+}
+
+#[test]
+fn built_jobs_pass_kubernetes_schema_validation() {
+    let validator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubernetes-validate");
+    if !validator.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubernetes-validate is missing in CI; scripts/setup-python.sh installs it"
+        );
+        eprintln!("skipping: run scripts/setup-python.sh for kubernetes-validate");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("flywheel-jobs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gpu = study("  trial:\n    gpus: 1\n    resources: {limits: {cpu: 2500m, memory: 4Gi}}\n");
+    let custom = study("  trial:\n    image: my/trial:1\n    args: [--fast]\n");
+    let mut files = Vec::new();
+    for (name, study) in [("default", study("")), ("gpu", gpu), ("custom", custom)] {
+        let path = dir.join(format!("{name}.yaml"));
+        let mut value = serde_json::to_value(trial_job(&study, &trial(), &config())).unwrap();
+        value["apiVersion"] = "batch/v1".into();
+        value["kind"] = "Job".into();
+        std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+        files.push(path);
+    }
+    let output = Command::new(&validator)
+        .args(["--strict", "-k", "1.35.0"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert_eq!(report.matches("passed for resource").count(), 3, "{report}");
+    std::fs::remove_dir_all(&dir).ok();
+}

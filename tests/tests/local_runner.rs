@@ -1,0 +1,374 @@
+//! `flywheel run` end to end: real trainer processes, the real server, real HTTP.
+//!
+//! The binaries come from the same cargo profile as this test (`cargo test --workspace` builds
+//! them); run `cargo build --workspace` first when testing this crate alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flywheel_core::api::{Trial, TrialPhase};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flywheel-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn flywheel() -> Command {
+    let mut command = Command::new(binary("flywheel"));
+    command
+        .arg("run")
+        .env("FLYWHEEL_TRAINER", binary("flywheel-trainer"))
+        .env("FLYWHEEL_SERVER", binary("flywheel-server"));
+    command
+}
+
+fn write_study(dir: &Path, name: &str, dataset: &str, target: &str, body: &str) -> PathBuf {
+    let path = dir.join("study.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: flywheel.dev/v1alpha1\nkind: Study\nmetadata:\n  name: {name}\nspec:\n  dataset:\n    uri: {}\n    target: {target}\n{body}",
+            repo().join(dataset).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn trials(dir: &Path) -> Vec<Trial> {
+    let mut trials: Vec<Trial> = std::fs::read_dir(dir.join("trials"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| std::fs::read(entry.path().join("trial.json")).ok())
+                .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    trials.sort_by_key(|t| t.spec.index);
+    trials
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 POST; the server under test is the thing being checked, not a client.
+fn post_json(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, payload) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_string()
+    };
+    (
+        code,
+        serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
+    let dir = scratch("serve");
+    let study = write_study(
+        &dir,
+        "iris-e2e",
+        "examples/data/iris.csv",
+        "species",
+        "  objective: {metric: accuracy}\n  searchSpace:\n    - family: logistic\n    - family: decision_tree\n  algorithm: {name: random, seed: 3}\n  budget: {maxTrials: 4, parallelism: 2}\n",
+    );
+    let port = free_port();
+    let mut child = KillOnDrop(
+        flywheel()
+            .arg(&study)
+            .arg(format!("--dir={}", dir.join("run").display()))
+            .arg(format!("--serve=127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut printed = Vec::new();
+    for line in stdout.by_ref() {
+        let line = line.unwrap();
+        let ready = line.starts_with("serving iris-e2e");
+        printed.push(line);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server after 300 s:\n{}",
+            printed.join("\n")
+        );
+    }
+    assert!(
+        printed.iter().any(|l| l.starts_with("serving")),
+        "the runner ended without serving:\n{}",
+        printed.join("\n")
+    );
+    // Keep reading what the runner prints after "serving" (the curl examples), so it never
+    // writes into a closed pipe.
+    std::thread::spawn(move || stdout.for_each(drop));
+    let recorded = trials(&dir.join("run"));
+    assert_eq!(recorded.len(), 4);
+    let winner = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("winner: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let winner_trial = recorded
+        .iter()
+        .find(|t| t.metadata.name.as_deref() == Some(winner.as_str()))
+        .unwrap();
+    let trained_accuracy = winner_trial.status.as_ref().unwrap().metrics["accuracy"];
+
+    // Every row of the table through the endpoint, as an application would send it.
+    let mut reader = csv::Reader::from_path(repo().join("examples/data/iris.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let mut instances = Vec::new();
+    let mut labels = Vec::new();
+    for record in reader.records() {
+        let record = record.unwrap();
+        let mut instance = serde_json::Map::new();
+        for (name, value) in headers.iter().zip(record.iter()) {
+            if name == "species" {
+                labels.push(value.to_string());
+            } else {
+                instance.insert(name.into(), value.parse::<f64>().unwrap().into());
+            }
+        }
+        instances.push(serde_json::Value::Object(instance));
+    }
+    let (code, response) = post_json(
+        port,
+        "/v1/models/iris-e2e:predict",
+        &serde_json::json!({ "instances": instances }),
+    );
+    assert_eq!(code, 200, "{response}");
+    assert_eq!(response["model_version"], winner.as_str());
+    let predictions = response["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), labels.len());
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p.as_str() == Some(l.as_str()))
+        .count();
+    let served_accuracy = correct as f64 / labels.len() as f64;
+    // The trainer scored a 20 % holdout; the whole table (mostly training rows) must score at
+    // least about as well through the served model.
+    assert!(served_accuracy >= 0.9, "served accuracy {served_accuracy}");
+    assert!(
+        served_accuracy >= trained_accuracy - 0.07,
+        "served {served_accuracy} vs trained {trained_accuracy}"
+    );
+    for probabilities in response["probabilities"].as_array().unwrap() {
+        let total: f64 = probabilities
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-4, "{probabilities}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_dash_nine_then_resume_finishes_with_exactly_max_trials() {
+    let dir = scratch("resume");
+    let run_dir = dir.join("run");
+    let study = write_study(
+        &dir,
+        "penguins-resume",
+        "examples/data/penguins.csv",
+        "species",
+        "  objective: {metric: balanced_accuracy}\n  searchSpace:\n    - family: decision_tree\n    - family: logistic\n  algorithm: {name: tpe, seed: 11}\n  budget: {maxTrials: 7, parallelism: 2}\n",
+    );
+    let mut first = flywheel()
+        .arg(&study)
+        .arg(format!("--dir={}", run_dir.display()))
+        .arg("--no-serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let finished_before = loop {
+        let finished: Vec<Trial> = trials(&run_dir)
+            .into_iter()
+            .filter(|t| t.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+            .collect();
+        if finished.len() >= 2 {
+            break finished;
+        }
+        assert!(Instant::now() < deadline, "no trial finished in time");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    first.kill().unwrap(); // SIGKILL: no cleanup, trial processes orphaned
+    first.wait().unwrap();
+    assert!(
+        finished_before.len() < 7,
+        "the study finished before the runner was killed; nothing was resumed"
+    );
+
+    let output = flywheel()
+        .arg(&study)
+        .arg(format!("--dir={}", run_dir.display()))
+        .arg("--no-serve")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("resuming penguins-resume"), "{stdout}");
+
+    let recorded = trials(&run_dir);
+    let indices: BTreeSet<u32> = recorded.iter().map(|t| t.spec.index).collect();
+    assert_eq!(
+        indices,
+        (0..7).collect(),
+        "exactly maxTrials distinct trials"
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|t| t.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+    );
+    for before in &finished_before {
+        let after = recorded
+            .iter()
+            .find(|t| t.metadata.name == before.metadata.name)
+            .unwrap();
+        assert_eq!(
+            after.status, before.status,
+            "a finished trial was repeated or changed"
+        );
+    }
+    assert!(
+        recorded
+            .iter()
+            .any(|t| t.status.as_ref().unwrap().phase == TrialPhase::Succeeded)
+    );
+    // No trainer of this study survives the resumed run.
+    let survivors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmd| String::from_utf8_lossy(cmd).contains("--study=penguins-resume"))
+        .count();
+    assert_eq!(survivors, 0, "orphaned trial processes are still running");
+
+    let report = Command::new(binary("flywheel"))
+        .args(["report", &run_dir.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{report:?}");
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        3,
+        "history, families, importance"
+    );
+    assert!(html.contains("Leaderboard") && html.contains("penguins-resume-0"));
+    assert!(html.contains("Promoted model lineage") && html.contains("dataset sha256"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_manifest_fails_fast_naming_the_field() {
+    let dir = scratch("bad");
+    let study = write_study(
+        &dir,
+        "bad",
+        "examples/data/iris.csv",
+        "species",
+        "  objective: {metric: accuracy}\n  budget: {maxTrials: 0}\n",
+    );
+    let started = Instant::now();
+    let output = flywheel().arg(&study).arg("--no-serve").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("spec.budget.maxTrials: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!dir.join(".flywheel").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,72 @@
+//! Command-line flags. Every flag has an environment fallback so the operator can configure a
+//! trial pod through `env:` alone.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Train one model family on a tabular dataset, export the whole pipeline to ONNX and check that
+/// the export reproduces the trained model. Speaks the Flywheel trial protocol
+/// (docs/trial-protocol.md).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flywheel-trainer", version)]
+pub struct Args {
+    /// Dataset location: a `file://` URI or a plain path to a CSV file with a header row.
+    #[arg(long, env = "FLYWHEEL_DATASET")]
+    pub dataset: String,
+
+    /// The column to predict.
+    #[arg(long, env = "FLYWHEEL_TARGET")]
+    pub target: String,
+
+    /// auto, binary, multiclass or regression; auto decides from the target column.
+    #[arg(long, env = "FLYWHEEL_TASK", default_value = "auto")]
+    pub task: String,
+
+    /// The metric reported as the objective (accuracy, balanced_accuracy, f1_macro, roc_auc,
+    /// log_loss, rmse, mae, r2); defaults to accuracy or r2 by task. All applicable metrics are
+    /// computed either way.
+    #[arg(long, env = "FLYWHEEL_METRIC")]
+    pub metric: Option<String>,
+
+    /// Model family: linear, logistic, decision_tree, random_forest, gradient_boosting, mlp (svm
+    /// is catalogued but not trained by this version).
+    #[arg(long, env = "FLYWHEEL_FAMILY")]
+    pub family: String,
+
+    /// Hyper-parameters as a JSON object, e.g. '{"max_depth":6}'; names and limits follow the
+    /// search-space catalogue, and a parameter left out takes its documented default.
+    #[arg(long, env = "FLYWHEEL_PARAMS", default_value = "{}")]
+    pub params: String,
+
+    /// Seed for the holdout split and every random choice in training.
+    #[arg(long, env = "FLYWHEEL_SEED", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Fidelity cap on the family's resource parameter (trees, epochs): the trial trains at
+    /// most this many units.
+    #[arg(long, env = "FLYWHEEL_BUDGET")]
+    pub budget: Option<u64>,
+
+    /// Artifact folder; created if missing. model.onnx, model.json, schema.json and result.json
+    /// land here.
+    #[arg(long, env = "FLYWHEEL_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Worker threads for training and inference; keep it at the pod's CPU limit so parallel
+    /// trials do not oversubscribe the node.
+    #[arg(long, env = "FLYWHEEL_THREADS", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Study name, recorded in the model card's lineage.
+    #[arg(long, env = "FLYWHEEL_STUDY")]
+    pub study: Option<String>,
+
+    /// Trial name, recorded in the model card's lineage.
+    #[arg(long, env = "FLYWHEEL_TRIAL")]
+    pub trial: Option<String>,
+
+    /// Fraction of rows held out for validation (stratified for classification).
+    #[arg(long, env = "FLYWHEEL_HOLDOUT", default_value_t = 0.2)]
+    pub holdout: f64,
+}

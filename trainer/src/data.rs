@@ -1,0 +1,682 @@
+//! Loading a CSV dataset into compact typed columns and inferring its schema, with a reason for
+//! every decision so `schema.json` explains what the model sees.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use flywheel_core::search::space::Task;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainerError};
+
+/// Cell values read as missing. The exported model maps the same tokens to missing for string
+/// columns, so training and serving agree.
+pub const MISSING_TOKENS: &[&str] = &["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"];
+
+/// A column with at most this many distinct integer values is treated as category codes.
+const MAX_INTEGER_CODES: usize = 5;
+/// A numeric target with at most this many distinct integer values means classification.
+const MAX_AUTO_CLASSES: usize = 20;
+/// More classes than this is almost certainly a mistaken target.
+const MAX_CLASSES: usize = 1000;
+/// Columns missing in more than this fraction of rows carry too little to impute from.
+const MAX_MISSING_FRACTION: f64 = 0.95;
+
+pub fn is_missing(cell: &str) -> bool {
+    MISSING_TOKENS.contains(&cell.trim())
+}
+
+/// The raw bytes of a dataset and where they came from.
+pub struct Source {
+    pub uri: String,
+    pub bytes: Vec<u8>,
+    /// sha256 of `bytes`, hex.
+    pub digest: String,
+}
+
+/// Reads a dataset URI. Only local files for now; object stores plug in here.
+pub fn fetch(uri: &str) -> Result<Source> {
+    let path = match uri.split_once("://") {
+        None => PathBuf::from(uri),
+        Some(("file", rest)) => PathBuf::from(rest),
+        Some((scheme, _)) => {
+            return Err(TrainerError::bad_input(format!(
+                "unsupported dataset scheme {scheme:?} in {uri:?}: use file:// or a plain path"
+            )));
+        }
+    };
+    let bytes = std::fs::read(&path).map_err(|e| {
+        TrainerError::bad_input(format!("failed to read dataset {}: {e}", path.display()))
+    })?;
+    let digest = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Source {
+        uri: uri.to_string(),
+        bytes,
+        digest,
+    })
+}
+
+/// A CSV file as string columns (`None` is a missing cell).
+pub struct RawTable {
+    pub names: Vec<String>,
+    pub columns: Vec<Vec<Option<String>>>,
+    pub rows: usize,
+}
+
+pub fn parse_csv(bytes: &[u8]) -> Result<RawTable> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(TrainerError::bad_input("dataset is empty"));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(bytes);
+    let names: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(&e))?
+        .iter()
+        .map(|name| name.trim().to_string())
+        .collect();
+    let mut seen = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(TrainerError::bad_input(format!(
+                "column {} has an empty name in the header",
+                i + 1
+            )));
+        }
+        if seen.insert(name.as_str(), i).is_some() {
+            return Err(TrainerError::bad_input(format!(
+                "column name {name:?} appears twice in the header"
+            )));
+        }
+    }
+    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
+    let mut record = csv::StringRecord::new();
+    let mut rows = 0;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_error(&e)),
+        }
+        for (column, cell) in columns.iter_mut().zip(record.iter()) {
+            column.push(if is_missing(cell) {
+                None
+            } else {
+                Some(cell.to_string())
+            });
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(TrainerError::bad_input(
+            "dataset has a header but no data rows",
+        ));
+    }
+    Ok(RawTable {
+        names,
+        columns,
+        rows,
+    })
+}
+
+fn csv_error(error: &csv::Error) -> TrainerError {
+    match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => {
+            let line = pos
+                .as_ref()
+                .map_or_else(|| "?".to_string(), |p| p.line().to_string());
+            TrainerError::bad_input(format!(
+                "ragged row on line {line}: it has {len} fields but the header has {expected_len}"
+            ))
+        }
+        csv::ErrorKind::Utf8 { pos, .. } => {
+            let line = pos
+                .as_ref()
+                .map_or_else(|| "?".to_string(), |p| p.line().to_string());
+            TrainerError::bad_input(format!("line {line} is not valid UTF-8"))
+        }
+        _ => TrainerError::bad_input(format!("failed to parse the dataset as CSV: {error}")),
+    }
+}
+
+/// How the trainer treats a feature column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeatureKind {
+    /// A real number.
+    Numeric,
+    /// 0/1 (from 0/1 numbers or true/false, yes/no words).
+    Boolean,
+    /// A number used as a category code (few distinct integers); on the wire still a number.
+    IntegerCodes,
+    /// A string category; `levels` are the distinct strings seen, codes index into them.
+    Strings { levels: Vec<String> },
+}
+
+/// A feature column in compact form.
+#[derive(Clone, Debug)]
+pub struct Feature {
+    pub name: String,
+    pub kind: FeatureKind,
+    /// Numeric, Boolean, IntegerCodes: values with NaN for missing.
+    pub values: Vec<f32>,
+    /// Strings: level index per row, `MISSING_CODE` for missing.
+    pub codes: Vec<u32>,
+}
+
+pub const MISSING_CODE: u32 = u32::MAX;
+
+impl Feature {
+    pub fn is_missing(&self, row: usize) -> bool {
+        match self.kind {
+            FeatureKind::Strings { .. } => self.codes[row] == MISSING_CODE,
+            _ => self.values[row].is_nan(),
+        }
+    }
+}
+
+/// The prediction target.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Class index per row into `classes`.
+    Classes {
+        classes: Vec<String>,
+        y: Vec<u32>,
+    },
+    Values {
+        y: Vec<f64>,
+    },
+}
+
+/// One column's entry in `schema.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ColumnSchema {
+    pub name: String,
+    /// feature, target or dropped.
+    pub role: &'static str,
+    /// numeric, boolean, categorical, or the raw type of a dropped column.
+    pub kind: &'static str,
+    pub missing: usize,
+    pub distinct: usize,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Schema {
+    pub rows: usize,
+    /// Rows dropped because the target was missing.
+    pub rows_without_target: usize,
+    pub target: String,
+    pub task: Task,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    pub columns: Vec<ColumnSchema>,
+}
+
+/// A dataset ready for featurisation: rows with a target, typed feature columns.
+pub struct Dataset {
+    pub features: Vec<Feature>,
+    pub target: Target,
+    pub task: Task,
+    pub rows: usize,
+    pub schema: Schema,
+}
+
+pub fn infer(table: RawTable, target_name: &str, task: Task) -> Result<Dataset> {
+    let RawTable {
+        names,
+        mut columns,
+        rows: raw_rows,
+    } = table;
+    let Some(target_index) = names.iter().position(|name| name == target_name) else {
+        return Err(TrainerError::bad_input(format!(
+            "target column {target_name:?} not found; the columns are: {}",
+            names.join(", ")
+        )));
+    };
+    let target_cells = std::mem::take(&mut columns[target_index]);
+    let keep: Vec<usize> = (0..raw_rows)
+        .filter(|&row| target_cells[row].is_some())
+        .collect();
+    if keep.is_empty() {
+        return Err(TrainerError::bad_input(format!(
+            "target column {target_name:?} has no values: every cell is missing"
+        )));
+    }
+    let rows = keep.len();
+    let target_values: Vec<&str> = keep
+        .iter()
+        .filter_map(|&row| target_cells[row].as_deref())
+        .collect();
+    let (target, task, target_reason) = infer_target(target_name, &target_values, task)?;
+
+    let mut schema_columns = Vec::with_capacity(names.len());
+    let mut features = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        if index == target_index {
+            let distinct = match &target {
+                Target::Classes { classes, .. } => classes.len(),
+                Target::Values { y } => count_distinct(y.iter().map(|v| v.to_bits())),
+            };
+            schema_columns.push(ColumnSchema {
+                name: name.clone(),
+                role: "target",
+                kind: if task == Task::Regression {
+                    "numeric"
+                } else {
+                    "categorical"
+                },
+                missing: raw_rows - rows,
+                distinct,
+                reason: target_reason.clone(),
+            });
+            continue;
+        }
+        let cells: Vec<Option<&str>> = keep
+            .iter()
+            .map(|&row| columns[index][row].as_deref())
+            .collect();
+        let (feature, entry) = infer_column(name, &cells);
+        schema_columns.push(entry);
+        if let Some(feature) = feature {
+            features.push(feature);
+        }
+    }
+    if features.is_empty() {
+        return Err(TrainerError::bad_input(
+            "no usable feature columns: every column other than the target was dropped (see schema reasons)",
+        ));
+    }
+    let classes = match &target {
+        Target::Classes { classes, .. } => classes.clone(),
+        Target::Values { .. } => Vec::new(),
+    };
+    let schema = Schema {
+        rows,
+        rows_without_target: raw_rows - rows,
+        target: target_name.to_string(),
+        task,
+        classes,
+        columns: schema_columns,
+    };
+    Ok(Dataset {
+        features,
+        target,
+        task,
+        rows,
+        schema,
+    })
+}
+
+fn count_distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> usize {
+    values.collect::<std::collections::HashSet<T>>().len()
+}
+
+fn parse_number(cell: &str) -> Option<f64> {
+    cell.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+fn infer_target(name: &str, values: &[&str], task: Task) -> Result<(Target, Task, String)> {
+    let numbers: Option<Vec<f64>> = values.iter().map(|v| parse_number(v)).collect();
+    let classify = match (task, &numbers) {
+        (Task::Regression, None) => {
+            let bad = values
+                .iter()
+                .find(|v| parse_number(v).is_none())
+                .copied()
+                .unwrap_or_default();
+            return Err(TrainerError::bad_input(format!(
+                "task is regression but target column {name:?} is not numeric (value {bad:?})"
+            )));
+        }
+        (Task::Regression, Some(_)) => false,
+        (Task::Binary | Task::Multiclass, _) => true,
+        (Task::Auto, None) => true,
+        (Task::Auto, Some(numbers)) => {
+            let integral = numbers.iter().all(|v| v.fract() == 0.0);
+            integral && count_distinct(numbers.iter().map(|v| v.to_bits())) <= MAX_AUTO_CLASSES
+        }
+    };
+    if !classify {
+        let y = numbers.unwrap_or_default();
+        let reason = if task == Task::Auto {
+            "numeric with many distinct values: regression".to_string()
+        } else {
+            "regression as requested".to_string()
+        };
+        return Ok((Target::Values { y }, Task::Regression, reason));
+    }
+    // Numeric labels are keyed by value so "1" and "1.0" are one class.
+    let key = |i: usize| -> String {
+        match &numbers {
+            Some(numbers) => format_number(numbers[i]),
+            None => values[i].to_string(),
+        }
+    };
+    let mut classes: Vec<String> = Vec::new();
+    let mut index: HashMap<String, u32> = HashMap::new();
+    for i in 0..values.len() {
+        let label = key(i);
+        if !index.contains_key(&label) {
+            index.insert(label.clone(), 0);
+            classes.push(label);
+        }
+        if classes.len() > MAX_CLASSES {
+            return Err(TrainerError::bad_input(format!(
+                "target column {name:?} has more than {MAX_CLASSES} distinct values: not a classification target"
+            )));
+        }
+    }
+    match &numbers {
+        Some(_) => classes.sort_by(|a, b| {
+            let a = parse_number(a).unwrap_or(0.0);
+            let b = parse_number(b).unwrap_or(0.0);
+            a.total_cmp(&b)
+        }),
+        None => classes.sort(),
+    }
+    if classes.len() < 2 {
+        return Err(TrainerError::bad_input(format!(
+            "target column {name:?} has only one class ({:?}): nothing to learn",
+            classes.first().cloned().unwrap_or_default()
+        )));
+    }
+    let resolved = match task {
+        Task::Binary if classes.len() != 2 => {
+            return Err(TrainerError::bad_input(format!(
+                "task is binary but target column {name:?} has {} classes",
+                classes.len()
+            )));
+        }
+        Task::Multiclass => Task::Multiclass,
+        _ if classes.len() == 2 => Task::Binary,
+        _ => Task::Multiclass,
+    };
+    for (i, class) in classes.iter().enumerate() {
+        index.insert(class.clone(), i as u32);
+    }
+    let y = (0..values.len())
+        .map(|i| index.get(&key(i)).copied().unwrap_or(0))
+        .collect();
+    let reason = match (task, &numbers) {
+        (Task::Auto, Some(_)) => format!("few distinct integer values: {} classes", classes.len()),
+        (Task::Auto, None) => format!("text labels: {} classes", classes.len()),
+        _ => format!("{} classes", classes.len()),
+    };
+    Ok((Target::Classes { classes, y }, resolved, reason))
+}
+
+fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+fn looks_like_id(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "id" || lower.ends_with("_id") || lower.ends_with(" id") || lower == "index"
+}
+
+fn infer_column(name: &str, cells: &[Option<&str>]) -> (Option<Feature>, ColumnSchema) {
+    let rows = cells.len();
+    let missing = cells.iter().filter(|c| c.is_none()).count();
+    let present: Vec<&str> = cells.iter().flatten().copied().collect();
+    let entry = |role, kind, distinct, reason: String| ColumnSchema {
+        name: name.to_string(),
+        role,
+        kind,
+        missing,
+        distinct,
+        reason,
+    };
+    if present.is_empty() {
+        return (
+            None,
+            entry("dropped", "empty", 0, "every value is missing".into()),
+        );
+    }
+    let missing_fraction = missing as f64 / rows as f64;
+    if missing_fraction > MAX_MISSING_FRACTION {
+        return (
+            None,
+            entry(
+                "dropped",
+                "mostly_missing",
+                count_distinct(present.iter()),
+                format!("{:.1}% of values are missing", missing_fraction * 100.0),
+            ),
+        );
+    }
+    let missing_note = if missing > 0 {
+        format!("; {missing} missing values imputed with an indicator column")
+    } else {
+        String::new()
+    };
+    let numbers: Option<Vec<f64>> = present.iter().map(|c| parse_number(c)).collect();
+    if let Some(numbers) = numbers {
+        let distinct = count_distinct(numbers.iter().map(|v| v.to_bits()));
+        let integral = numbers.iter().all(|v| v.fract() == 0.0);
+        let values: Vec<f32> = cells
+            .iter()
+            .map(|c| c.and_then(parse_number).map_or(f32::NAN, |v| v as f32))
+            .collect();
+        let feature = |kind| Feature {
+            name: name.to_string(),
+            kind,
+            values: values.clone(),
+            codes: Vec::new(),
+        };
+        if distinct <= 1 {
+            return (
+                None,
+                entry(
+                    "dropped",
+                    "constant",
+                    distinct,
+                    "a single value: carries no information".into(),
+                ),
+            );
+        }
+        if numbers.iter().all(|&v| v == 0.0 || v == 1.0) {
+            return (
+                Some(feature(FeatureKind::Boolean)),
+                entry(
+                    "feature",
+                    "boolean",
+                    distinct,
+                    format!("only 0 and 1{missing_note}"),
+                ),
+            );
+        }
+        if integral && distinct == present.len() && rows >= 20 {
+            let (low, high) = numbers
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            if looks_like_id(name) || (high - low + 1.0) as usize == distinct {
+                return (
+                    None,
+                    entry(
+                        "dropped",
+                        "id",
+                        distinct,
+                        "unique integers per row: an identifier".into(),
+                    ),
+                );
+            }
+        }
+        if integral && distinct <= MAX_INTEGER_CODES {
+            return (
+                Some(feature(FeatureKind::IntegerCodes)),
+                entry(
+                    "feature",
+                    "categorical",
+                    distinct,
+                    format!(
+                        "{distinct} distinct integers: category codes, one-hot for linear models{missing_note}"
+                    ),
+                ),
+            );
+        }
+        return (
+            Some(feature(FeatureKind::Numeric)),
+            entry(
+                "feature",
+                "numeric",
+                distinct,
+                format!("numbers{missing_note}"),
+            ),
+        );
+    }
+    let boolean = |c: &str| match c.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" => Some(1.0f32),
+        "false" | "no" => Some(0.0f32),
+        _ => None,
+    };
+    if present.iter().all(|c| boolean(c).is_some()) {
+        let values: Vec<f32> = cells
+            .iter()
+            .map(|c| c.and_then(boolean).unwrap_or(f32::NAN))
+            .collect();
+        let distinct = count_distinct(values.iter().filter(|v| !v.is_nan()).map(|v| v.to_bits()));
+        if distinct <= 1 {
+            return (
+                None,
+                entry(
+                    "dropped",
+                    "constant",
+                    distinct,
+                    "a single value: carries no information".into(),
+                ),
+            );
+        }
+        return (
+            Some(Feature {
+                name: name.to_string(),
+                kind: FeatureKind::Boolean,
+                values,
+                codes: Vec::new(),
+            }),
+            entry(
+                "feature",
+                "boolean",
+                distinct,
+                format!("true/false words{missing_note}"),
+            ),
+        );
+    }
+    let mut levels: Vec<String> = Vec::new();
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let codes: Vec<u32> = cells
+        .iter()
+        .map(|cell| match cell {
+            None => MISSING_CODE,
+            Some(cell) => *index.entry(cell).or_insert_with(|| {
+                levels.push((*cell).to_string());
+                (levels.len() - 1) as u32
+            }),
+        })
+        .collect();
+    let distinct = levels.len();
+    if distinct <= 1 {
+        return (
+            None,
+            entry(
+                "dropped",
+                "constant",
+                distinct,
+                "a single value: carries no information".into(),
+            ),
+        );
+    }
+    if rows >= 20 && (distinct == present.len() || distinct > (present.len() / 2).max(1000)) {
+        return (
+            None,
+            entry(
+                "dropped",
+                "id",
+                distinct,
+                "nearly every value is distinct: an identifier or free text".into(),
+            ),
+        );
+    }
+    (
+        Some(Feature {
+            name: name.to_string(),
+            kind: FeatureKind::Strings { levels },
+            values: Vec::new(),
+            codes,
+        }),
+        entry(
+            "feature",
+            "categorical",
+            distinct,
+            format!("text with {distinct} distinct values{missing_note}"),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(csv: &str) -> Result<RawTable> {
+        parse_csv(csv.as_bytes())
+    }
+
+    #[test]
+    fn ragged_rows_name_their_line() {
+        let err = table("a,b\n1,2\n3\n").err().unwrap();
+        assert!(err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn kinds_are_inferred_with_reasons() {
+        let mut csv = String::from("id,x,flag,color,code,y\n");
+        for i in 0..40 {
+            let color = ["red", "green", "blue"][i % 3];
+            let x = if i % 7 == 0 {
+                String::new()
+            } else {
+                format!("{}.5", i % 9)
+            };
+            csv.push_str(&format!(
+                "{i},{x},{},{color},{},{}\n",
+                i % 2 == 0,
+                i % 3,
+                i % 2
+            ));
+        }
+        let data = infer(table(&csv).unwrap(), "y", Task::Auto).unwrap();
+        assert_eq!(data.task, Task::Binary);
+        let kinds: Vec<(&str, &str, &str)> = data
+            .schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.role, c.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("id", "dropped", "id"),
+                ("x", "feature", "numeric"),
+                ("flag", "feature", "boolean"),
+                ("color", "feature", "categorical"),
+                ("code", "feature", "categorical"),
+                ("y", "target", "categorical"),
+            ]
+        );
+        assert!(data.schema.columns[1].reason.contains("missing"));
+    }
+}

@@ -1,0 +1,558 @@
+//! One trial from flags to artifacts: load, featurise, train with progress reports, export,
+//! check parity, write the model card, and move everything into place at once.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use flywheel_core::api::{Metric, Report};
+use flywheel_core::model_card::{Lineage, MODEL_CARD_VERSION, ModelCard};
+use flywheel_core::protocol::{Message, Outcome, RESULT_FILE, Timings, TrialResult};
+use flywheel_core::search::space::{Family, Params, Task};
+
+use crate::boost::{self, BoostParams, Loss, Targets};
+use crate::cli::Args;
+use crate::data::{self, Dataset, Target};
+use crate::error::{Result, TrainerError};
+use crate::features::{self, Matrix};
+use crate::linear::{self, Penalty};
+use crate::metrics;
+use crate::mlp::{self, Activation, Head, MlpParams, MlpTargets};
+use crate::model::{Model, Prediction, accumulate, mlp_prediction};
+use crate::onnx::export;
+use crate::params;
+use crate::parity;
+use crate::tree::{self, Binned, ForestParams, Labels, Objective, TreeParams};
+
+pub const MODEL_FILE: &str = "model.onnx";
+pub const CARD_FILE: &str = "model.json";
+pub const SCHEMA_FILE: &str = "schema.json";
+/// Single-row predictions timed for the model card.
+const LATENCY_SAMPLES: usize = 200;
+
+/// The validated flags.
+struct Plan {
+    family: Family,
+    task: Task,
+    metric: Option<Metric>,
+    params: Params,
+}
+
+fn plan(args: &Args) -> Result<Plan> {
+    let family = Family::parse(&args.family).ok_or_else(|| {
+        let known: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+        TrainerError::bad_input(format!(
+            "unknown family {:?} (known: {})",
+            args.family,
+            known.join(", ")
+        ))
+    })?;
+    if family == Family::Svm {
+        return Err(TrainerError::bad_input(format!(
+            "family {family} is catalogued but not trained by this trainer version yet"
+        )));
+    }
+    let task = match args.task.as_str() {
+        "auto" => Task::Auto,
+        "binary" => Task::Binary,
+        "multiclass" => Task::Multiclass,
+        "regression" => Task::Regression,
+        other => {
+            return Err(TrainerError::bad_input(format!(
+                "unknown task {other:?} (auto, binary, multiclass, regression)"
+            )));
+        }
+    };
+    let metric = args
+        .metric
+        .as_deref()
+        .map(|name| {
+            Metric::ALL
+                .into_iter()
+                .find(|m| m.as_str() == name)
+                .ok_or_else(|| TrainerError::bad_input(format!("unknown metric {name:?}")))
+        })
+        .transpose()?;
+    if args.threads == 0 {
+        return Err(TrainerError::bad_input("--threads must be at least 1"));
+    }
+    let params = params::resolve(family, &args.params, args.budget)?;
+    Ok(Plan {
+        family,
+        task,
+        metric,
+        params,
+    })
+}
+
+/// Prints a protocol report line.
+fn report(step: u64, metrics: &BTreeMap<String, f64>) {
+    let line = Message::Report(Report {
+        step,
+        metrics: metrics.clone(),
+    })
+    .to_line();
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout must not kill the trial: the result file still records the outcome.
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn evaluate(target: &Target, rows: &[usize], prediction: &Prediction) -> BTreeMap<String, f64> {
+    match (target, prediction) {
+        (Target::Classes { y, .. }, Prediction::Classes(p)) => {
+            let truth: Vec<u32> = rows.iter().map(|&r| y[r]).collect();
+            metrics::classification(&truth, p)
+        }
+        (Target::Values { y }, Prediction::Values(p)) => {
+            let truth: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+            metrics::regression(&truth, p)
+        }
+        _ => BTreeMap::new(),
+    }
+}
+
+/// A temporary folder inside the output folder, removed unless `keep` moved its files out.
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    fn new(output: &Path) -> Result<Staging> {
+        std::fs::create_dir_all(output).map_err(TrainerError::io(format!(
+            "create the output folder {}",
+            output.display()
+        )))?;
+        let dir = output.join(format!(".partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).map_err(TrainerError::io(format!(
+            "create the staging folder {}",
+            dir.display()
+        )))?;
+        Ok(Staging { dir })
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).map_err(TrainerError::io(format!("write {}", path.display())))
+    }
+
+    /// Renames every staged file into `output`; the model card goes last so a reader that
+    /// sees it also sees the model.
+    fn publish(&self, output: &Path, names: &[&str]) -> Result<()> {
+        for name in names {
+            std::fs::rename(self.dir.join(name), output.join(name)).map_err(TrainerError::io(
+                format!("move {name} into {}", output.display()),
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| TrainerError::Internal(format!("failed to serialise json: {e}")))
+}
+
+/// Runs the trial; the caller turns an error into a failed result.
+pub fn run(args: &Args) -> Result<TrialResult> {
+    let started = Instant::now();
+    let plan = plan(args)?;
+    let staging = Staging::new(&args.output)?;
+    let mut timings = Timings::default();
+
+    let source = data::fetch(&args.dataset)?;
+    let table = data::parse_csv(&source.bytes)?;
+    let data = data::infer(table, &args.target, plan.task)?;
+    timings.load_seconds = started.elapsed().as_secs_f64();
+    if !plan.family.supports(data.task) {
+        return Err(TrainerError::bad_input(format!(
+            "family {} cannot learn a {} task",
+            plan.family,
+            task_name(data.task)
+        )));
+    }
+    if let Some(metric) = plan.metric
+        && metric.is_regression() != (data.task == Task::Regression)
+    {
+        return Err(TrainerError::bad_input(format!(
+            "metric {} does not apply to a {} task",
+            metric.as_str(),
+            task_name(data.task)
+        )));
+    }
+    eprintln!(
+        "loaded {} rows, {} features, task {}",
+        data.rows,
+        data.features.len(),
+        task_name(data.task)
+    );
+
+    let stage = Instant::now();
+    let split = features::holdout(&data.target, data.rows, args.holdout, args.seed)?;
+    let linear = matches!(
+        plan.family,
+        Family::Linear | Family::Logistic | Family::Svm | Family::Mlp
+    );
+    let (featurizer, train, valid) = features::fit_transform(&data, &split, linear);
+    timings.featurize_seconds = stage.elapsed().as_secs_f64();
+
+    let stage = Instant::now();
+    let mut model = train_model(
+        &plan,
+        args,
+        &data,
+        &split.train,
+        &split.valid,
+        &train,
+        &valid,
+    )?;
+    model.round_to_f32();
+    timings.train_seconds = stage.elapsed().as_secs_f64();
+
+    let prediction = model.predict(&valid);
+    let metrics = evaluate(&data.target, &split.valid, &prediction);
+
+    let stage = Instant::now();
+    let exported = export::export(
+        &data.features,
+        &featurizer,
+        &model,
+        &format!("{} on {}", plan.family, args.dataset),
+    );
+    let env = parity::environment()?;
+    let mut session = parity::session(&env, &exported.bytes, args.threads)?;
+    let names: Vec<String> = exported.inputs.iter().map(|i| i.input.clone()).collect();
+    let classification = data.task != Task::Regression;
+    let inputs = parity::inputs(&data.features, &names, &split.valid)?;
+    let onnx_prediction = parity::run(&mut session, inputs, classification)?;
+    parity::compare(&prediction, &onnx_prediction)?;
+    let latency = parity::latency(
+        &mut session,
+        &data.features,
+        &names,
+        &split.valid,
+        classification,
+        LATENCY_SAMPLES,
+    )?;
+    timings.export_seconds = stage.elapsed().as_secs_f64();
+
+    let model_bytes = exported.bytes.len() as u64;
+    let card = ModelCard {
+        card_version: MODEL_CARD_VERSION,
+        version: args
+            .trial
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", plan.family, &source.digest[..12])),
+        family: plan.family,
+        params: plan.params.clone(),
+        task: data.task,
+        target: args.target.clone(),
+        classes: match &data.target {
+            Target::Classes { classes, .. } => classes.clone(),
+            Target::Values { .. } => Vec::new(),
+        },
+        inputs: exported.inputs.clone(),
+        outputs: exported.outputs.clone(),
+        metrics: metrics.clone(),
+        latency: Some(latency),
+        model_bytes: Some(model_bytes),
+        lineage: Lineage {
+            study: args.study.clone(),
+            trial: args.trial.clone(),
+            dataset_uri: source.uri.clone(),
+            dataset_digest: source.digest.clone(),
+            dataset_rows: data.rows as u64,
+            trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: jiff::Timestamp::now().to_string(),
+        },
+    };
+    staging.write(MODEL_FILE, &exported.bytes)?;
+    staging.write(SCHEMA_FILE, &json(&data.schema)?)?;
+    staging.write(CARD_FILE, &json(&card)?)?;
+    staging.publish(&args.output, &[MODEL_FILE, SCHEMA_FILE, CARD_FILE])?;
+
+    timings.total_seconds = started.elapsed().as_secs_f64();
+    let output = std::fs::canonicalize(&args.output).unwrap_or_else(|_| args.output.clone());
+    Ok(TrialResult {
+        outcome: Outcome::Succeeded,
+        reason: None,
+        message: None,
+        metrics,
+        artifact_uri: Some(format!("file://{}", output.display())),
+        latency: Some(latency),
+        model_bytes: Some(model_bytes),
+        timings,
+    })
+}
+
+fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Auto => "auto",
+        Task::Binary => "binary",
+        Task::Multiclass => "multiclass",
+        Task::Regression => "regression",
+    }
+}
+
+fn train_model(
+    plan: &Plan,
+    args: &Args,
+    data: &Dataset,
+    train_rows: &[usize],
+    valid_rows: &[usize],
+    train: &Matrix,
+    valid: &Matrix,
+) -> Result<Model> {
+    let p = &plan.params;
+    match plan.family {
+        Family::Logistic | Family::Linear => {
+            let penalty = Penalty::parse(params::string(p, "penalty"));
+            let alpha = params::float(p, "alpha");
+            let model = match &data.target {
+                Target::Classes { classes, y } => {
+                    let y: Vec<u32> = train_rows.iter().map(|&r| y[r]).collect();
+                    Model::Linear {
+                        model: linear::fit_logistic(
+                            train,
+                            &y,
+                            classes.len(),
+                            penalty,
+                            alpha,
+                            args.threads,
+                        ),
+                        classes: Some(classes.len()),
+                    }
+                }
+                Target::Values { y } => {
+                    let y: Vec<f64> = train_rows.iter().map(|&r| y[r]).collect();
+                    Model::Linear {
+                        model: linear::fit_linear(train, &y, penalty, alpha),
+                        classes: None,
+                    }
+                }
+            };
+            let iterations = match &model {
+                Model::Linear { model, .. } => model.iterations as u64,
+                _ => 0,
+            };
+            report(
+                iterations.max(1),
+                &evaluate(&data.target, valid_rows, &model.predict(valid)),
+            );
+            Ok(model)
+        }
+        Family::DecisionTree | Family::RandomForest => {
+            let forest = plan.family == Family::RandomForest;
+            let trees = if forest {
+                usize::try_from(params::int(p, "n_estimators"))
+                    .unwrap_or(1)
+                    .max(1)
+            } else {
+                1
+            };
+            let tree = TreeParams {
+                max_depth: usize::try_from(params::int(p, "max_depth")).unwrap_or(1),
+                min_samples_leaf: usize::try_from(params::int(p, "min_samples_leaf")).unwrap_or(1),
+                max_features: if forest {
+                    params::float(p, "max_features")
+                } else {
+                    1.0
+                },
+            };
+            let settings = ForestParams {
+                trees,
+                tree,
+                bootstrap: forest,
+                seed: args.seed,
+                threads: args.threads,
+            };
+            let binned = Binned::new(train);
+            let (objective, width) = match &data.target {
+                Target::Classes { classes, .. } => {
+                    (Objective::Classes(classes.len()), classes.len())
+                }
+                Target::Values { .. } => (Objective::Regression, 1),
+            };
+            let y_classes: Vec<u32>;
+            let y_values: Vec<f64>;
+            let labels = match &data.target {
+                Target::Classes { y, .. } => {
+                    y_classes = train_rows.iter().map(|&r| y[r]).collect();
+                    Labels::Classes(&y_classes)
+                }
+                Target::Values { y } => {
+                    y_values = train_rows.iter().map(|&r| y[r]).collect();
+                    Labels::Values(&y_values)
+                }
+            };
+            let scale = 1.0 / trees as f64;
+            // Report about ten times, in chunks large enough to keep every thread busy.
+            let chunk = trees.div_ceil(10).max(args.threads).max(1);
+            let mut built = Vec::with_capacity(trees);
+            let mut sums = vec![0.0; valid.rows * width];
+            let mut start = 0;
+            while start < trees {
+                let end = (start + chunk).min(trees);
+                let batch = tree::grow_many(&binned, &labels, objective, &settings, start..end);
+                for t in &batch {
+                    accumulate(t, valid, 1.0, width, &mut sums);
+                }
+                built.extend(batch);
+                let done = built.len();
+                let average: Vec<f64> = sums.iter().map(|s| s / done as f64).collect();
+                let prediction = match objective {
+                    Objective::Classes(classes) => Prediction::Classes(metrics::Probabilities {
+                        classes,
+                        values: average,
+                    }),
+                    Objective::Regression => Prediction::Values(average),
+                };
+                report(
+                    done as u64,
+                    &evaluate(&data.target, valid_rows, &prediction),
+                );
+                start = end;
+            }
+            Ok(Model::Trees {
+                trees: built,
+                objective,
+                scale,
+            })
+        }
+        Family::GradientBoosting => {
+            let params = BoostParams {
+                rounds: usize::try_from(params::int(p, "n_estimators"))
+                    .unwrap_or(1)
+                    .max(1),
+                learning_rate: params::float(p, "learning_rate"),
+                max_leaves: usize::try_from(params::int(p, "max_leaves")).unwrap_or(2),
+                max_depth: usize::try_from(params::int(p, "max_depth")).unwrap_or(1),
+                min_child_weight: params::float(p, "min_child_weight"),
+                subsample: params::float(p, "subsample"),
+                l2: params::float(p, "l2"),
+                seed: args.seed,
+                threads: args.threads,
+            };
+            let binned = Binned::new(train);
+            let y_classes: Vec<u32>;
+            let y_values: Vec<f64>;
+            let (targets, loss) = match &data.target {
+                Target::Classes { y, classes } => {
+                    y_classes = train_rows.iter().map(|&r| y[r]).collect();
+                    let loss = if classes.len() == 2 {
+                        Loss::Logistic
+                    } else {
+                        Loss::Softmax(classes.len())
+                    };
+                    (Targets::Classes(&y_classes), loss)
+                }
+                Target::Values { y } => {
+                    y_values = train_rows.iter().map(|&r| y[r]).collect();
+                    (Targets::Values(&y_values), Loss::Squared)
+                }
+            };
+            let every = params.rounds.div_ceil(10).max(1);
+            let k = loss.outputs();
+            let mut valid_scores: Vec<f64> = Vec::new();
+            let mut counted = 0;
+            let booster = boost::fit(train, &binned, &targets, loss, params, |round, booster| {
+                if valid_scores.is_empty() {
+                    valid_scores = (0..valid.rows)
+                        .flat_map(|_| booster.base.iter().copied())
+                        .collect();
+                }
+                for (t, tree) in booster.trees.iter().enumerate().skip(counted) {
+                    boost::add_tree(tree, valid, t % k, k, &mut valid_scores);
+                }
+                counted = booster.trees.len();
+                if round % every == 0 || round == params.rounds {
+                    let values = boost::transform(loss, &valid_scores);
+                    let prediction = match loss {
+                        Loss::Squared => Prediction::Values(values),
+                        _ => Prediction::Classes(metrics::Probabilities {
+                            classes: values.len() / valid.rows.max(1),
+                            values,
+                        }),
+                    };
+                    report(
+                        round as u64,
+                        &evaluate(&data.target, valid_rows, &prediction),
+                    );
+                }
+            });
+            Ok(Model::Boosted(booster))
+        }
+        Family::Mlp => {
+            let params = MlpParams {
+                hidden_layers: usize::try_from(params::int(p, "hidden_layers")).unwrap_or(1),
+                hidden_units: usize::try_from(params::int(p, "hidden_units")).unwrap_or(1),
+                activation: Activation::parse(params::string(p, "activation")),
+                learning_rate: params::float(p, "learning_rate"),
+                batch_size: usize::try_from(params::int(p, "batch_size")).unwrap_or(1),
+                epochs: usize::try_from(params::int(p, "epochs"))
+                    .unwrap_or(1)
+                    .max(1),
+                weight_decay: params::float(p, "weight_decay"),
+                seed: args.seed,
+            };
+            let y_classes: Vec<u32>;
+            let y_values: Vec<f64>;
+            let (targets, head) = match &data.target {
+                Target::Classes { y, classes } => {
+                    y_classes = train_rows.iter().map(|&r| y[r]).collect();
+                    let head = if classes.len() == 2 {
+                        Head::Binary
+                    } else {
+                        Head::Softmax(classes.len())
+                    };
+                    (MlpTargets::Classes(&y_classes), head)
+                }
+                Target::Values { y } => {
+                    y_values = train_rows.iter().map(|&r| y[r]).collect();
+                    (MlpTargets::Values(&y_values), Head::Regression)
+                }
+            };
+            let every = params.epochs.div_ceil(10).max(1);
+            let model = mlp::fit(train, &targets, head, params, |epoch, model| {
+                if epoch % every == 0 || epoch == params.epochs {
+                    let prediction = mlp_prediction(model.head, &model.scores(valid));
+                    report(
+                        epoch as u64,
+                        &evaluate(&data.target, valid_rows, &prediction),
+                    );
+                }
+            });
+            Ok(Model::Mlp(model))
+        }
+        family => Err(TrainerError::bad_input(format!(
+            "family {family} is not trained by this trainer version"
+        ))),
+    }
+}
+
+/// Writes the result document to the output folder (atomically) and, when present, the
+/// termination log.
+pub fn write_result(output: &Path, termination_log: &Path, result: &TrialResult) {
+    let body = serde_json::to_vec_pretty(result).unwrap_or_default();
+    if std::fs::create_dir_all(output).is_ok() {
+        let partial = output.join(format!(".{RESULT_FILE}.partial"));
+        let written = std::fs::write(&partial, &body)
+            .and_then(|()| std::fs::rename(&partial, output.join(RESULT_FILE)));
+        if let Err(e) = written {
+            eprintln!("failed to write {RESULT_FILE}: {e}");
+        }
+    }
+    if termination_log.exists()
+        && let Err(e) = std::fs::write(termination_log, result.to_termination_message())
+    {
+        eprintln!("failed to write {}: {e}", termination_log.display());
+    }
+}

@@ -1,0 +1,528 @@
+//! End-to-end: the real `flywheel-trainer` binary on the example datasets, checked against the
+//! trial protocol (report lines, result.json, exit codes, artifacts).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flywheel_core::model_card::{ColumnKind, ModelCard};
+use flywheel_core::protocol::{FailureReason, Message, Outcome, TrialResult, exit_code};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data")
+        .join(name)
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    output: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn result(&self) -> TrialResult {
+        let text = std::fs::read_to_string(self.output.join("result.json")).expect("result.json");
+        serde_json::from_str(&text).expect("result.json parses")
+    }
+
+    fn card(&self) -> ModelCard {
+        let text = std::fs::read_to_string(self.output.join("model.json")).expect("model.json");
+        serde_json::from_str(&text).expect("model.json parses")
+    }
+
+    fn schema(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.output.join("schema.json")).expect("schema.json");
+        serde_json::from_str(&text).expect("schema.json parses")
+    }
+
+    fn reports(&self) -> Vec<flywheel_core::api::Report> {
+        self.stdout
+            .lines()
+            .filter_map(Message::parse_line)
+            .map(|Message::Report(report)| report)
+            .collect()
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let result = self.result();
+        *result
+            .metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", result.metrics))
+    }
+
+    fn succeeded(self) -> Run {
+        assert_eq!(self.code, exit_code::SUCCESS, "stderr: {}", self.stderr);
+        assert_eq!(self.result().outcome, Outcome::Succeeded);
+        for file in ["model.onnx", "model.json", "schema.json"] {
+            assert!(self.output.join(file).is_file(), "{file} missing");
+        }
+        check_onnx(&self.output.join("model.onnx"));
+        self
+    }
+}
+
+fn trainer(dataset: &Path, target: &str, family: &str, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_flywheel-trainer"))
+        .arg("--dataset")
+        .arg(dataset)
+        .args(["--target", target, "--family", family, "--threads", "2"])
+        .arg("--output")
+        .arg(&output)
+        .args(extra)
+        .env(
+            "FLYWHEEL_TERMINATION_LOG",
+            dir.path().join("termination-log"),
+        )
+        .output()
+        .expect("run flywheel-trainer");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        output,
+        _dir: dir,
+    }
+}
+
+fn python() -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    python.exists().then_some(python)
+}
+
+/// `onnx.checker.check_model(full_check=True)` from the project's Python tooling.
+fn check_onnx(path: &Path) {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED onnx.checker: .venv is missing (run scripts/setup-python.sh)");
+        return;
+    };
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "onnx checker rejected {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn iris_logistic_tree_forest_and_boosting() {
+    for family in [
+        "logistic",
+        "decision_tree",
+        "random_forest",
+        "gradient_boosting",
+    ] {
+        let run = trainer(&data("iris.csv"), "species", family, &["--seed", "1"]).succeeded();
+        assert!(
+            run.metric("accuracy") >= 0.9,
+            "{family}: {:?}",
+            run.result().metrics
+        );
+        let card = run.card();
+        assert_eq!(card.classes, ["setosa", "versicolor", "virginica"]);
+        assert_eq!(card.inputs.len(), 4);
+        assert_eq!(card.outputs.label, "label");
+        assert_eq!(card.outputs.probabilities.as_deref(), Some("probabilities"));
+        assert_eq!(card.lineage.dataset_digest.len(), 64);
+        assert!(card.latency.is_some_and(|l| l.p50_micros > 0.0));
+        let reports = run.reports();
+        assert!(
+            !reports.is_empty(),
+            "{family}: no report lines in {}",
+            run.stdout
+        );
+        assert!(reports.windows(2).all(|w| w[0].step < w[1].step));
+        assert!(reports.last().unwrap().metrics.contains_key("accuracy"));
+        let result = run.result();
+        assert!(result.artifact_uri.unwrap().starts_with("file://"));
+        assert_eq!(result.model_bytes, card.model_bytes);
+        assert!(result.timings.total_seconds > 0.0);
+        let log = std::fs::read_to_string(run._dir.path().join("termination-log"));
+        assert!(
+            log.is_err(),
+            "termination log written although it did not exist"
+        );
+    }
+}
+
+#[test]
+fn boosting_reports_rounds() {
+    let run = trainer(
+        &data("iris.csv"),
+        "species",
+        "gradient_boosting",
+        &["--params", r#"{"n_estimators": 30, "learning_rate": 0.3}"#],
+    )
+    .succeeded();
+    let steps: Vec<u64> = run.reports().iter().map(|r| r.step).collect();
+    assert_eq!(steps, (1..=10).map(|i| i * 3).collect::<Vec<u64>>());
+}
+
+#[test]
+fn mlp_reports_epochs_and_learns_iris() {
+    let run = trainer(
+        &data("iris.csv"),
+        "species",
+        "mlp",
+        &[
+            "--params",
+            r#"{"learning_rate": 0.01, "batch_size": 16, "epochs": 100, "activation": "tanh"}"#,
+            "--budget",
+            "60",
+        ],
+    )
+    .succeeded();
+    assert!(run.metric("accuracy") >= 0.9, "{:?}", run.result().metrics);
+    let steps: Vec<u64> = run.reports().iter().map(|r| r.step).collect();
+    assert_eq!(steps, (1..=10).map(|i| i * 6).collect::<Vec<u64>>());
+}
+
+#[test]
+fn forest_reports_trees_built_and_respects_the_budget() {
+    let run = trainer(
+        &data("iris.csv"),
+        "species",
+        "random_forest",
+        &["--params", r#"{"n_estimators": 40}"#, "--budget", "20"],
+    )
+    .succeeded();
+    let steps: Vec<u64> = run.reports().iter().map(|r| r.step).collect();
+    assert_eq!(steps.last(), Some(&20), "{steps:?}");
+    assert!(steps.len() >= 5, "{steps:?}");
+    assert_eq!(
+        run.card().params["n_estimators"],
+        flywheel_core::search::space::ParamValue::Int(20)
+    );
+}
+
+#[test]
+fn penguins_categorical_and_missing_values() {
+    for family in [
+        "logistic",
+        "random_forest",
+        "decision_tree",
+        "gradient_boosting",
+    ] {
+        let run = trainer(&data("penguins.csv"), "species", family, &[]).succeeded();
+        assert!(
+            run.metric("accuracy") >= 0.9,
+            "{family}: {:?}",
+            run.result().metrics
+        );
+        let card = run.card();
+        let island = card.inputs.iter().find(|i| i.name == "island").unwrap();
+        assert_eq!(island.kind, ColumnKind::Categorical);
+        let schema = run.schema();
+        let sex = schema["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sex")
+            .unwrap();
+        assert_eq!(sex["missing"], 11);
+        assert!(sex["reason"].as_str().unwrap().contains("missing"));
+    }
+}
+
+#[test]
+fn diabetes_linear_regression() {
+    for params in [r#"{"penalty":"l2"}"#, r#"{"penalty":"l1","alpha":0.05}"#] {
+        let run = trainer(
+            &data("diabetes.csv"),
+            "progression",
+            "linear",
+            &["--params", params, "--metric", "r2"],
+        )
+        .succeeded();
+        assert!(
+            run.metric("r2") > 0.3,
+            "{params}: {:?}",
+            run.result().metrics
+        );
+        let card = run.card();
+        assert_eq!(card.outputs.label, "variable");
+        assert!(card.outputs.probabilities.is_none());
+        assert!(card.classes.is_empty());
+    }
+    for family in ["random_forest", "gradient_boosting", "mlp"] {
+        let run = trainer(&data("diabetes.csv"), "progression", family, &[]).succeeded();
+        assert!(
+            run.metric("r2") > 0.3,
+            "{family}: {:?}",
+            run.result().metrics
+        );
+    }
+}
+
+#[test]
+fn breast_cancer_binary() {
+    for family in ["logistic", "random_forest", "gradient_boosting", "mlp"] {
+        let run = trainer(&data("breast_cancer.csv"), "diagnosis", family, &[]).succeeded();
+        assert!(
+            run.metric("accuracy") >= 0.9,
+            "{family}: {:?}",
+            run.result().metrics
+        );
+        assert!(
+            run.metric("roc_auc") >= 0.95,
+            "{family}: {:?}",
+            run.result().metrics
+        );
+        assert_eq!(run.card().task, flywheel_core::search::space::Task::Binary);
+    }
+    let run = trainer(
+        &data("breast_cancer.csv"),
+        "diagnosis",
+        "logistic",
+        &["--params", r#"{"penalty":"l1","alpha":0.01}"#],
+    )
+    .succeeded();
+    assert!(run.metric("accuracy") >= 0.9);
+}
+
+#[test]
+fn an_all_missing_feature_column_is_dropped_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,empty,y\n");
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "{},,{}\n",
+            i % 10,
+            if i % 10 < 5 { "a" } else { "b" }
+        ));
+    }
+    let path = dir.path().join("d.csv");
+    std::fs::write(&path, csv).unwrap();
+    let run = trainer(&path, "y", "decision_tree", &[]).succeeded();
+    let schema = run.schema();
+    let empty = &schema["columns"][1];
+    assert_eq!(empty["role"], "dropped");
+    assert_eq!(empty["reason"], "every value is missing");
+    assert_eq!(run.card().inputs.len(), 1);
+}
+
+fn bad(run: Run, needle: &str) {
+    assert_eq!(run.code, exit_code::BAD_INPUT, "stderr: {}", run.stderr);
+    let result = run.result();
+    assert_eq!(result.outcome, Outcome::Failed);
+    assert_eq!(result.reason, Some(FailureReason::BadInput));
+    let message = result.message.unwrap_or_default();
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    for file in ["model.onnx", "model.json", "schema.json"] {
+        assert!(!run.output.join(file).exists(), "{file} left behind");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&run.output)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "result.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn bad_csv(content: &str, target: &str, family: &str, extra: &[&str], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.csv");
+    std::fs::write(&path, content).unwrap();
+    bad(trainer(&path, target, family, extra), needle);
+}
+
+#[test]
+fn bad_datasets_fail_with_bad_input_and_no_artifacts() {
+    let rows = |f: &dyn Fn(usize) -> String| (0..30).map(f).collect::<String>();
+    bad(
+        trainer(&data("iris.csv"), "nope", "logistic", &[]),
+        "target column \"nope\" not found",
+    );
+    bad_csv("", "y", "logistic", &[], "empty");
+    bad_csv("x,y\n", "y", "logistic", &[], "no data rows");
+    bad_csv("x,y\n1,a\n2\n3,b\n", "y", "logistic", &[], "line 3");
+    bad_csv(
+        &format!("x,y\n{}", rows(&|i| format!("{i},v{}\n", i % 3))),
+        "y",
+        "linear",
+        &["--task", "regression"],
+        "not numeric",
+    );
+    bad_csv(
+        &format!("x,y\n{}", rows(&|i| format!("{i},same\n"))),
+        "y",
+        "logistic",
+        &[],
+        "only one class",
+    );
+    bad_csv(
+        &format!("x,y\n{}", rows(&|i| format!("{i},\n"))),
+        "y",
+        "logistic",
+        &[],
+        "every cell is missing",
+    );
+    bad(
+        trainer(Path::new("/nonexistent/d.csv"), "y", "logistic", &[]),
+        "failed to read dataset",
+    );
+    bad(
+        trainer(&data("iris.csv"), "species", "linear", &[]),
+        "cannot learn",
+    );
+    bad(
+        trainer(
+            &data("iris.csv"),
+            "species",
+            "logistic",
+            &["--metric", "rmse"],
+        ),
+        "does not apply",
+    );
+}
+
+#[test]
+fn bad_parameters_name_the_parameter() {
+    bad(
+        trainer(
+            &data("iris.csv"),
+            "species",
+            "decision_tree",
+            &["--params", r#"{"depth": 3}"#],
+        ),
+        "\"depth\"",
+    );
+    bad(
+        trainer(
+            &data("iris.csv"),
+            "species",
+            "random_forest",
+            &["--params", r#"{"max_features": 2.0}"#],
+        ),
+        "\"max_features\"",
+    );
+    bad(
+        trainer(
+            &data("iris.csv"),
+            "species",
+            "logistic",
+            &["--params", "[]"],
+        ),
+        "JSON object",
+    );
+    bad(
+        trainer(&data("iris.csv"), "species", "xgboost", &[]),
+        "unknown family",
+    );
+}
+
+#[test]
+fn termination_log_receives_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("termination-log");
+    std::fs::write(&log, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flywheel-trainer"))
+        .arg("--dataset")
+        .arg(data("iris.csv"))
+        .args(["--target", "species", "--family", "decision_tree"])
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .env("FLYWHEEL_TERMINATION_LOG", &log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let result: TrialResult =
+        serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(result.outcome, Outcome::Succeeded);
+    assert!(result.metrics["accuracy"] >= 0.9);
+}
+
+/// Missing cells everywhere, rare and quoted categories, booleans as words, integer codes, a
+/// BOM and a `file://` URI: the parity gate runs the exported graph on all of it.
+#[test]
+fn messy_data_survives_export_and_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("\u{feff}num,color,flag,code,\"city, state\",y\n");
+    for i in 0..240usize {
+        let num = if i % 11 == 0 {
+            String::new()
+        } else {
+            format!("{}.25", (i * 7) % 23)
+        };
+        let color = match i % 13 {
+            0 => String::new(),
+            1 => format!("rare{i}"),
+            k => ["red", "green", "blue", "NA"][k % 4].to_string(),
+        };
+        let flag = if i % 17 == 0 {
+            ""
+        } else if i % 3 == 0 {
+            "yes"
+        } else {
+            "no"
+        };
+        let code = if i % 19 == 0 {
+            String::new()
+        } else {
+            (i % 4).to_string()
+        };
+        let city = if i % 2 == 0 {
+            "\"Paris, TX\""
+        } else {
+            "\"Austin, TX\""
+        };
+        let y = if (i * 7) % 23 > 11 || i % 13 == 2 {
+            "hi"
+        } else {
+            "lo"
+        };
+        csv.push_str(&format!("{num},{color},{flag},{code},{city},{y}\n"));
+    }
+    let path = dir.path().join("messy.csv");
+    std::fs::write(&path, csv).unwrap();
+    let uri = PathBuf::from(format!("file://{}", path.display()));
+    for family in [
+        "logistic",
+        "random_forest",
+        "gradient_boosting",
+        "decision_tree",
+        "mlp",
+    ] {
+        let params = if family == "mlp" {
+            r#"{"learning_rate": 0.01, "batch_size": 32}"#
+        } else {
+            "{}"
+        };
+        let run = trainer(&uri, "y", family, &["--seed", "3", "--params", params]).succeeded();
+        let card = run.card();
+        let kinds: Vec<(String, ColumnKind)> = card
+            .inputs
+            .iter()
+            .map(|i| (i.input.clone(), i.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("num".to_string(), ColumnKind::Numeric),
+                ("color".to_string(), ColumnKind::Categorical),
+                ("flag".to_string(), ColumnKind::Boolean),
+                ("code".to_string(), ColumnKind::Numeric),
+                ("city__state".to_string(), ColumnKind::Categorical),
+            ],
+            "{family}"
+        );
+        assert!(
+            run.metric("accuracy") > 0.7,
+            "{family}: {:?}",
+            run.result().metrics
+        );
+    }
+}
