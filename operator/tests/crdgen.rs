@@ -122,3 +122,45 @@ fn committed_search_space_doc_matches_the_catalogue() {
         "docs/search-space.md is stale; run: cargo run -p flywheel-operator --bin flywheel -- search-space > docs/search-space.md"
     );
 }
+
+/// `kubectl explain` shows these descriptions: every field of every Flywheel type needs one.
+#[test]
+fn every_field_has_a_description() {
+    let generated = flywheel_operator::crdgen::render().expect("CRDs render");
+    let mut missing = Vec::new();
+    for doc in generated.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let doc: serde_json::Value = serde_saphyr::from_str(doc).expect("valid YAML");
+        let schema = &doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let kind = doc["spec"]["names"]["kind"].as_str().unwrap_or_default();
+        for root in ["spec", "status"] {
+            undocumented(
+                &schema["properties"][root],
+                &format!("{kind}.{root}"),
+                &mut missing,
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:#?}"
+    );
+}
+
+fn undocumented(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+    for container in ["properties"] {
+        if let Some(properties) = schema.get(container).and_then(|p| p.as_object()) {
+            for (name, child) in properties {
+                let child_path = format!("{path}.{name}");
+                if child.get("description").is_none() {
+                    missing.push(child_path.clone());
+                }
+                undocumented(child, &child_path, missing);
+            }
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = schema.get(key) {
+            undocumented(child, path, missing);
+        }
+    }
+}

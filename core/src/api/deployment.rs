@@ -93,6 +93,7 @@ pub struct ModelDeploymentStatus {
     /// The shadow version, when one is deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_version: Option<String>,
+    /// Server pods that pass their readiness probe.
     #[serde(default)]
     pub ready_replicas: i32,
     /// In-cluster URL of the prediction service.
@@ -104,10 +105,13 @@ pub struct ModelDeploymentStatus {
     /// Labelled predictions behind `onlineMetrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labelled_predictions: Option<u64>,
+    /// When the serving version was promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_time: Option<Time>,
+    /// Standard conditions: Ready, Progressing, Promoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

@@ -205,10 +205,13 @@ pub struct FamilySpace {
 #[x_kube(validation = Rule::new("[has(self.float), has(self.int), has(self.categorical)].filter(x, x).size() == 1").message("set exactly one of float, int or categorical"))]
 #[serde(rename_all = "camelCase")]
 pub struct ParamDomain {
+    /// Real values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub float: Option<FloatDomain>,
+    /// Integers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int: Option<IntDomain>,
+    /// A fixed set of choices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categorical: Option<CategoricalDomain>,
 }
@@ -219,7 +222,9 @@ pub struct ParamDomain {
 #[x_kube(validation = Rule::new("!has(self.log) || !self.log || self.low > 0.0").message("a log domain needs low > 0"))]
 #[serde(rename_all = "camelCase")]
 pub struct FloatDomain {
+    /// Smallest value.
     pub low: f64,
+    /// Largest value.
     pub high: f64,
     /// Sample uniformly in log space (for rates and regularisation strengths).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -236,7 +241,9 @@ pub struct FloatDomain {
 #[x_kube(validation = Rule::new("!has(self.log) || !self.log || self.low > 0").message("a log domain needs low > 0"))]
 #[serde(rename_all = "camelCase")]
 pub struct IntDomain {
+    /// Smallest value (included).
     pub low: i64,
+    /// Largest value (included).
     pub high: i64,
     /// Sample uniformly in log space.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -328,8 +335,10 @@ pub struct EarlyStopping {
     /// (asynchronous successive halving).
     #[serde(default)]
     pub rule: EarlyStoppingRule,
+    /// Settings of the median rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub median: Option<MedianSettings>,
+    /// Settings of ASHA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asha: Option<AshaSettings>,
 }
@@ -507,7 +516,9 @@ pub struct WarmStart {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Configuration {
+    /// The model family.
     pub family: Family,
+    /// Hyper-parameter values; those left out take their documented defaults.
     #[serde(default)]
     pub params: Params,
 }
@@ -534,8 +545,10 @@ pub struct StudyStatus {
     /// The `metadata.generation` this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the first trial was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the study reached Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 }
@@ -553,10 +566,15 @@ pub enum StudyPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrialCounts {
+    /// Created, not yet running.
     pub pending: u32,
+    /// Training now.
     pub running: u32,
+    /// Finished with a scored model.
     pub succeeded: u32,
+    /// Finished without a model (error, timeout).
     pub failed: u32,
+    /// Stopped early by the early-stopping rule or the study.
     pub pruned: u32,
 }
 
@@ -577,6 +595,7 @@ pub struct BestTrial {
     /// The Trial's name.
     pub name: String,
     pub family: Family,
+    /// Its hyper-parameter values.
     #[serde(default)]
     pub params: Params,
     /// The objective metric's value.

@@ -88,10 +88,13 @@ pub struct TrialStatus {
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Standard conditions (e.g. Scheduled with the scheduler's reason when the pod cannot be placed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When the workload started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the trial reached a final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 }
@@ -119,7 +122,9 @@ impl TrialPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// Units of training resource so far (trees, boosting rounds, epochs).
     pub step: u64,
+    /// Validation metrics at this step, keyed by metric name.
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -127,6 +132,8 @@ pub struct Report {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Latency {
+    /// Median latency.
     pub p50_micros: f64,
+    /// 99th-percentile latency.
     pub p99_micros: f64,
 }

@@ -2,6 +2,7 @@
 //! (Stackable's "build" step): the reconcilers only apply what these return.
 
 pub mod job;
+pub mod serving;
 
 /// The field manager of every server-side apply, so Flywheel owns exactly the fields it sets.
 pub const FIELD_MANAGER: &str = "flywheel-operator";

@@ -1,13 +1,18 @@
-//! The Trial → Job builder: shape, GPU scheduling, custom images, and validity against the
-//! Kubernetes 1.35 schemas (kubernetes-validate --strict, from the test venv).
+//! The pure builders of every object the operator creates — the Trial's Job (shape, GPU
+//! scheduling, custom images) and a ModelDeployment's Deployment and Service — and their validity
+//! against the Kubernetes 1.35 schemas (kubernetes-validate --strict, from the test venv).
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;
 
+use flywheel_core::api::ModelDeployment;
 use flywheel_core::api::{Study, Trial};
 use flywheel_core::k8s_openapi::api::batch::v1::Job;
 use flywheel_operator::k8s::job::{GPU_RESOURCE, JobConfig, trial_job};
+use flywheel_operator::k8s::serving::{
+    ServingConfig, VERSION_ANNOTATION, endpoint, server_deployment, server_service,
+};
 
 fn study(extra: &str) -> Study {
     let yaml = format!(
@@ -30,6 +35,21 @@ fn config() -> JobConfig {
         artifact_claim: Some("flywheel-artifacts".into()),
         artifact_env: Vec::new(),
         ttl_seconds_after_finished: 3600,
+    }
+}
+
+fn model_deployment(extra: &str) -> ModelDeployment {
+    serde_saphyr::from_str(&format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: churn, namespace: ml, uid: md-1}}\nspec:\n  model: {{uri: file:///artifacts/ml/churn/churn-3, version: churn-3, study: churn, trial: churn-3}}\n{extra}"
+    ))
+    .expect("model deployment fixture parses")
+}
+
+fn serving_config() -> ServingConfig {
+    ServingConfig {
+        server_image: "ghcr.io/flywheel-ml/server:0.1.0".into(),
+        artifact_claim: Some("flywheel-artifacts".into()),
+        artifact_env: Vec::new(),
     }
 }
 
@@ -149,7 +169,91 @@ fn custom_images_keep_their_command_and_get_the_protocol_as_env() {
 }
 
 #[test]
-fn built_jobs_pass_kubernetes_schema_validation() {
+fn model_deployments_become_a_probed_server_deployment_and_a_service() {
+    let md = model_deployment("  replicas: 3\n  resources: {limits: {cpu: '1', memory: 512Mi}}\n");
+    let deployment = server_deployment(&md, &serving_config());
+    assert_eq!(deployment.metadata.name.as_deref(), Some("churn"));
+    let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("ModelDeployment", "md-1")
+    );
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let template = &spec.template;
+    assert_eq!(
+        template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[VERSION_ANNOTATION],
+        "churn-3"
+    );
+    let pod = template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.args.as_ref().unwrap(),
+        &[
+            "--model-dir=/artifacts/ml/churn/churn-3".to_string(),
+            "--model-name=churn".to_string(),
+            "--listen=0.0.0.0:8080".to_string()
+        ]
+    );
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/v2/health/ready"));
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(live.path.as_deref(), Some("/v2/health/live"));
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "512Mi"
+    );
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+
+    let service = server_service(&md);
+    let service_spec = service.spec.as_ref().unwrap();
+    // The Service must select exactly the Deployment's pods.
+    assert_eq!(
+        service_spec.selector.as_ref(),
+        spec.selector.match_labels.as_ref()
+    );
+    let pod_labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    for (key, value) in service_spec.selector.as_ref().unwrap() {
+        assert_eq!(pod_labels.get(key), Some(value));
+    }
+    assert_eq!(service_spec.ports.as_ref().unwrap()[0].port, 80);
+    assert_eq!(endpoint(&md), "http://churn.ml.svc:80");
+
+    // A new version changes only the pod template annotation (a rolling update).
+    let mut next = md.clone();
+    next.spec.model.version = "churn-9".into();
+    next.spec.model.uri = "file:///artifacts/ml/churn/churn-9".into();
+    let rolled = server_deployment(&next, &serving_config());
+    assert_ne!(rolled.spec.as_ref().unwrap().template, spec.template);
+    assert_eq!(rolled.spec.as_ref().unwrap().selector, spec.selector);
+}
+
+#[test]
+fn built_objects_pass_kubernetes_schema_validation() {
     let validator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubernetes-validate");
     if !validator.exists() {
         assert!(
@@ -172,6 +276,27 @@ fn built_jobs_pass_kubernetes_schema_validation() {
         std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
         files.push(path);
     }
+    let md = model_deployment("");
+    for (name, kind, api_version, mut value) in [
+        (
+            "deployment",
+            "Deployment",
+            "apps/v1",
+            serde_json::to_value(server_deployment(&md, &serving_config())).unwrap(),
+        ),
+        (
+            "service",
+            "Service",
+            "v1",
+            serde_json::to_value(server_service(&md)).unwrap(),
+        ),
+    ] {
+        let path = dir.join(format!("{name}.yaml"));
+        value["apiVersion"] = api_version.into();
+        value["kind"] = kind.into();
+        std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+        files.push(path);
+    }
     let output = Command::new(&validator)
         .args(["--strict", "-k", "1.35.0"])
         .args(&files)
@@ -183,6 +308,6 @@ fn built_jobs_pass_kubernetes_schema_validation() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "{report}");
-    assert_eq!(report.matches("passed for resource").count(), 3, "{report}");
+    assert_eq!(report.matches("passed for resource").count(), 5, "{report}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,0 +1,213 @@
+//! The Deployment and Service that serve a ModelDeployment with `flywheel-server`.
+
+use std::collections::BTreeMap;
+
+use flywheel_core::api::ModelDeployment;
+use flywheel_core::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use flywheel_core::k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use flywheel_core::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use flywheel_core::kube::{Resource, ResourceExt};
+
+use super::job::ARTIFACT_MOUNT;
+use super::labels;
+
+/// The port `flywheel-server` listens on inside the pod.
+pub const SERVER_PORT: i32 = 8080;
+/// Pod template annotation carrying the model version: a new version changes the template, so
+/// Kubernetes rolls the Deployment.
+pub const VERSION_ANNOTATION: &str = "flywheel.dev/model-version";
+const RUN_AS_USER: i64 = 65532;
+
+/// Operator-wide settings the server objects depend on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServingConfig {
+    pub server_image: String,
+    /// The PersistentVolumeClaim of a `file://` artifact store, mounted read-only.
+    pub artifact_claim: Option<String>,
+    /// Object-store credentials for `s3://` models.
+    pub artifact_env: Vec<EnvVar>,
+}
+
+fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::NAME.to_string(), "flywheel-server".to_string()),
+        (labels::COMPONENT.to_string(), name.to_string()),
+    ])
+}
+
+/// The in-cluster base URL of the prediction service.
+pub fn endpoint(deployment: &ModelDeployment) -> String {
+    format!(
+        "http://{}.{}.svc:80",
+        deployment.name_any(),
+        deployment.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+/// A `file://` model URI as the path the PVC mount gives it inside the pod.
+fn model_dir(uri: &str) -> String {
+    uri.strip_prefix("file://").unwrap_or(uri).to_string()
+}
+
+fn probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment running `flywheel-server` on the deployment's current model.
+pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deployment {
+    let name = md.name_any();
+    let mut labels = selector_labels(&name);
+    labels.insert(labels::MANAGED_BY.into(), "flywheel".into());
+    let mut env = config.artifact_env.clone();
+    env.push(EnvVar {
+        name: "RUST_LOG".into(),
+        value: Some("info".into()),
+        ..EnvVar::default()
+    });
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }];
+    if let Some(claim) = &config.artifact_claim {
+        volumes.push(Volume {
+            name: "artifacts".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "artifacts".into(),
+            mount_path: ARTIFACT_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: md.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: md.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(md.spec.replicas.unwrap_or(1)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([(
+                        VERSION_ANNOTATION.to_string(),
+                        md.spec.model.version.clone(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![Container {
+                        name: "server".into(),
+                        image: Some(
+                            md.spec
+                                .image
+                                .clone()
+                                .unwrap_or_else(|| config.server_image.clone()),
+                        ),
+                        args: Some(vec![
+                            format!("--model-dir={}", model_dir(&md.spec.model.uri)),
+                            format!("--model-name={name}"),
+                            format!("--listen=0.0.0.0:{SERVER_PORT}"),
+                        ]),
+                        env: Some(env),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".into()),
+                            container_port: SERVER_PORT,
+                            protocol: Some("TCP".into()),
+                            ..ContainerPort::default()
+                        }]),
+                        readiness_probe: Some(probe("/v2/health/ready", 5)),
+                        liveness_probe: Some(probe("/v2/health/live", 10)),
+                        resources: md.spec.resources.clone(),
+                        volume_mounts: Some(mounts),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            run_as_non_root: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                add: None,
+                            }),
+                            ..SecurityContext::default()
+                        }),
+                        ..Container::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ClusterIP Service in front of the server pods (port 80, named `http` for scraping).
+pub fn server_service(md: &ModelDeployment) -> Service {
+    let name = md.name_any();
+    let mut labels = selector_labels(&name);
+    labels.insert(labels::MANAGED_BY.into(), "flywheel".into());
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: md.namespace(),
+            labels: Some(labels),
+            owner_references: md.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
