@@ -1,7 +1,9 @@
 //! Single-row latency: raw in-process ONNX Runtime against the full server over loopback HTTP.
 //!
 //! `cargo bench -p flywheel-server --bench serve [-- MODEL [ITERATIONS]]`, MODEL a fixture folder
-//! name (default penguins_rf). Prints p50/p99/mean per path, in microseconds.
+//! name (default penguins_rf). Prints p50/p99/mean per path, in microseconds. With
+//! `FLYWHEEL_LOG_DIR` set the server logs every prediction there (one fsync per sequential
+//! request: the log's worst case).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::borrow::Cow;
@@ -70,7 +72,8 @@ fn main() {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let instance = expected["instances"][1].clone();
-    let config = Config::for_model_dir(&dir);
+    let mut config = Config::for_model_dir(&dir);
+    config.log_dir = std::env::var_os("FLYWHEEL_LOG_DIR").map(PathBuf::from);
 
     // Raw ONNX Runtime: one session, one intra-op thread, like one server inference thread.
     let env = flywheel_server::backend::environment(&config.ort_dylib_path)

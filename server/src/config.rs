@@ -62,6 +62,24 @@ pub struct Config {
     #[arg(long, env = "FLYWHEEL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
+    /// Folder of the prediction log (JSON-lines segments of predictions and feedback); unset
+    /// turns the log off. Every logged record is fsynced before its response goes out.
+    #[arg(long, env = "FLYWHEEL_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Size at which the prediction log starts a new segment file, in bytes.
+    #[arg(long, env = "FLYWHEEL_LOG_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub log_segment_bytes: u64,
+
+    /// Recent predictions kept in memory for joining feedback; the oldest are evicted, and
+    /// feedback for them is reported as unknown (it is still logged). 0 keeps none.
+    #[arg(long, env = "FLYWHEEL_FEEDBACK_WINDOW", default_value_t = 100_000)]
+    pub feedback_window: usize,
+
+    /// Labelled predictions per model version that the online metrics cover.
+    #[arg(long, env = "FLYWHEEL_STATS_WINDOW", default_value_t = 1000)]
+    pub stats_window: usize,
+
     /// The ONNX Runtime shared library (scripts/fetch-onnxruntime.sh puts it in
     /// .tools/onnxruntime/).
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = "libonnxruntime.so")]
@@ -84,6 +102,10 @@ impl Config {
             inference_threads: 1,
             intra_op_threads: 1,
             auth_token: None,
+            log_dir: None,
+            log_segment_bytes: 64 * 1024 * 1024,
+            feedback_window: 100_000,
+            stats_window: 1000,
             ort_dylib_path: std::env::var_os("ORT_DYLIB_PATH")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("libonnxruntime.so")),

@@ -49,6 +49,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("failed to open the prediction log at {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     #[error("failed to bind {addr}: {source}")]
     Bind {
         addr: String,

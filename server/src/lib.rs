@@ -7,9 +7,11 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod feedback;
 pub mod input;
 pub mod metrics;
 pub mod model;
+pub mod prediction_log;
 pub mod state;
 
 use std::future::Future;
@@ -43,7 +45,13 @@ pub async fn serve(
             tracing::info!("shutting down: draining in-flight requests");
         })
         .await
-        .map_err(Error::Serve)
+        .map_err(Error::Serve)?;
+    // Every acknowledged record is already on disk; this writes anything still queued and
+    // stops the writer.
+    if let Some(log) = state.log() {
+        log.close().await;
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -23,6 +24,15 @@ pub struct ModelLabels {
     pub model_version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedbackLabels {
+    pub model_version: String,
+    /// accepted, duplicate or unknown.
+    pub outcome: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the server records; cheap to clone (the metrics are shared).
@@ -36,6 +46,10 @@ pub struct Metrics {
     pub predictions: Family<ModelLabels, Counter>,
     pub queue_depth: Gauge,
     pub rejected: Counter,
+    pub feedback: Family<FeedbackLabels, Counter>,
+    pub online_accuracy: Family<ModelLabels, FloatGauge>,
+    pub online_rmse: Family<ModelLabels, FloatGauge>,
+    pub online_mae: Family<ModelLabels, FloatGauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -58,6 +72,10 @@ impl Metrics {
             predictions: Family::default(),
             queue_depth: Gauge::default(),
             rejected: Counter::default(),
+            feedback: Family::default(),
+            online_accuracy: Family::default(),
+            online_rmse: Family::default(),
+            online_mae: Family::default(),
         };
         registry.register(
             "flywheel_server_request_duration_seconds",
@@ -98,6 +116,26 @@ impl Metrics {
             "flywheel_server_queue_rejections",
             "Requests refused with 429 because the queue was full",
             metrics.rejected.clone(),
+        );
+        registry.register(
+            "flywheel_server_feedback",
+            "Feedback records by model version and outcome (accepted, duplicate, unknown)",
+            metrics.feedback.clone(),
+        );
+        registry.register(
+            "flywheel_server_online_accuracy",
+            "Accuracy over the last --stats-window labelled predictions (classifiers)",
+            metrics.online_accuracy.clone(),
+        );
+        registry.register(
+            "flywheel_server_online_rmse",
+            "RMSE over the last --stats-window labelled predictions (regression)",
+            metrics.online_rmse.clone(),
+        );
+        registry.register(
+            "flywheel_server_online_mae",
+            "MAE over the last --stats-window labelled predictions (regression)",
+            metrics.online_mae.clone(),
         );
         metrics
     }

@@ -10,7 +10,9 @@ use prometheus_client::registry::Registry;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{ApiError, Error};
+use crate::feedback::FeedbackIndex;
 use crate::metrics::Metrics;
+use crate::prediction_log::PredictionLog;
 
 /// Cheap to clone; handlers receive it through axum's `State`.
 #[derive(Clone)]
@@ -25,6 +27,8 @@ struct Inner {
     metrics: Metrics,
     registry: Registry,
     ready: AtomicBool,
+    log: Option<PredictionLog>,
+    feedback: FeedbackIndex,
 }
 
 impl AppState {
@@ -39,11 +43,19 @@ impl AppState {
             threads = config.inference_threads,
             "model loaded"
         );
+        let log = match &config.log_dir {
+            Some(dir) => Some(PredictionLog::open(dir, config.log_segment_bytes)?),
+            None => None,
+        };
+        let feedback =
+            FeedbackIndex::new(config.feedback_window, config.stats_window, metrics.clone());
         Ok(AppState {
             inner: Arc::new(Inner {
                 model: ArcSwap::from_pointee(backend),
                 config,
                 metrics,
+                log,
+                feedback,
                 registry,
                 ready: AtomicBool::new(true),
             }),
@@ -60,6 +72,15 @@ impl AppState {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The prediction log, when `--log-dir` is set.
+    pub fn log(&self) -> Option<&PredictionLog> {
+        self.inner.log.as_ref()
+    }
+
+    pub fn feedback(&self) -> &FeedbackIndex {
+        &self.inner.feedback
     }
 
     /// The model being served now.

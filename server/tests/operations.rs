@@ -273,6 +273,8 @@ async fn openapi_lists_every_route() {
         ("/v1/models", "get"),
         ("/v1/models/{name}", "get"),
         ("/v1/models/{name}:predict", "post"),
+        ("/v1/models/{name}/feedback", "post"),
+        ("/v1/models/{name}/stats", "get"),
         ("/v2", "get"),
         ("/v2/health/live", "get"),
         ("/v2/health/ready", "get"),
@@ -292,7 +294,7 @@ async fn openapi_lists_every_route() {
     }
     assert_eq!(
         paths.len(),
-        14,
+        16,
         "unexpected paths: {:?}",
         paths.keys().collect::<Vec<_>>()
     );

@@ -1,5 +1,6 @@
 //! The HTTP API: KServe V1, Open Inference Protocol V2, metrics and the OpenAPI document.
 
+pub mod feedback;
 pub mod openapi;
 pub mod v1;
 pub mod v2;
@@ -73,6 +74,12 @@ pub fn router(state: AppState) -> Router {
             "/v1/models/{name_action}",
             get(v1::model_status).post(v1::predict),
         )
+        // The capture is named like the one above: the router refuses two names for one segment.
+        .route(
+            "/v1/models/{name_action}/feedback",
+            axum::routing::post(feedback::feedback),
+        )
+        .route("/v1/models/{name_action}/stats", get(feedback::stats))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))

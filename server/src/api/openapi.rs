@@ -7,19 +7,21 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{v1, v2};
+use super::{feedback, v1, v2};
 use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "flywheel-server",
-        description = "Serves a Flywheel model over KServe V1 and the Open Inference Protocol (V2)."
+        description = "Serves a Flywheel model over KServe V1 and the Open Inference Protocol (V2), and takes feedback."
     ),
     paths(
         v1::list_models,
         v1::model_status,
         v1::predict,
+        feedback::feedback,
+        feedback::stats,
         v2::server_metadata,
         v2::live,
         v2::ready,
@@ -39,6 +41,11 @@ use crate::error::ErrorBody;
         v1::ModelStatus,
         v1::PredictRequest,
         v1::PredictResponse,
+        feedback::FeedbackItem,
+        feedback::FeedbackRequest,
+        feedback::FeedbackResponse,
+        feedback::VersionStats,
+        feedback::StatsResponse,
         v2::ServerMetadata,
         v2::Live,
         v2::Ready,
@@ -55,6 +62,7 @@ use crate::error::ErrorBody;
     tags(
         (name = "v1", description = "KServe V1 protocol"),
         (name = "v2", description = "Open Inference Protocol (KServe V2)"),
+        (name = "feedback", description = "Actual outcomes joined with predictions; online metrics"),
         (name = "operations", description = "Metrics and this document")
     )
 )]

@@ -104,6 +104,7 @@ pub async fn model_status(
         (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 429, description = "Inference queue full; see Retry-After", body = ErrorBody),
+        (status = 500, description = "The prediction log could not be written", body = ErrorBody),
         (status = 504, description = "Prediction timed out", body = ErrorBody)
     ),
     security((), ("bearer" = []))
@@ -129,8 +130,18 @@ pub async fn predict(
     let JsonBody(body) = body?;
     let columns = input::from_instances(model.spec(), &body, state.config().max_instances)?;
     let rows = columns.rows;
+    let inputs = super::feedback::row_inputs(&state, model.spec(), &columns);
     let predictions = super::run(&state, &model, columns).await?;
-    Ok(Json(response(model.spec(), &predictions, rows)))
+    let response = response(model.spec(), &predictions, rows);
+    super::feedback::record_predictions(
+        &state,
+        &model,
+        inputs,
+        &predictions,
+        &response.request_ids,
+    )
+    .await?;
+    Ok(Json(response))
 }
 
 fn response(spec: &ModelSpec, predictions: &Predictions, rows: usize) -> PredictResponse {

@@ -109,6 +109,11 @@ pub struct InferResponse {
     pub model_version: String,
     /// The request's id, or a fresh one.
     pub id: String,
+    /// `request_ids`: one id per row for feedback (`id` itself for a single row, `{id}/{row}`
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
     pub outputs: Vec<ResponseOutput>,
 }
 
@@ -309,6 +314,7 @@ pub async fn model_version_ready(
         (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 429, description = "Inference queue full; see Retry-After", body = ErrorBody),
+        (status = 500, description = "The prediction log could not be written", body = ErrorBody),
         (status = 504, description = "Inference timed out", body = ErrorBody)
     ),
     security((), ("bearer" = []))
@@ -366,13 +372,26 @@ async fn infer_inner(
         Some(_) => return Err(ApiError::field("id", "expected a string")),
     };
     let rows = columns.rows;
+    let inputs = super::feedback::row_inputs(&state, spec, &columns);
     let predictions = super::run(&state, &model, columns).await?;
+    let request_ids = row_ids(&id, rows);
+    super::feedback::record_predictions(&state, &model, inputs, &predictions, &request_ids).await?;
     Ok(Json(InferResponse {
         model_name: spec.name.clone(),
         model_version: spec.card.version.clone(),
         id,
+        parameters: Some(serde_json::json!({ "request_ids": request_ids })),
         outputs: outputs(spec, predictions, rows, &wanted),
     }))
+}
+
+/// Feedback ids of a request's rows: the request id for a single row, `{id}/{row}` otherwise.
+fn row_ids(id: &str, rows: usize) -> Vec<String> {
+    if rows == 1 {
+        vec![id.to_string()]
+    } else {
+        (0..rows).map(|row| format!("{id}/{row}")).collect()
+    }
 }
 
 /// The names in the request's `outputs`, checked; all outputs when absent.

@@ -1,0 +1,391 @@
+//! Feedback and online stats: `POST /v1/models/{name}/feedback`, `GET /v1/models/{name}/stats`,
+//! and the logging every prediction goes through.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use flywheel_core::model_card::ColumnKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::{JsonBody, Values, prediction_values};
+use crate::backend::Backend;
+use crate::error::{ApiError, ErrorBody};
+use crate::feedback::{Actual, Outcome, Predicted};
+use crate::model::{ColumnData, Columns, Labels, ModelSpec, Predictions};
+use crate::prediction_log::{Record, now, push_line};
+use crate::state::AppState;
+
+/// One piece of feedback: the actual outcome of a prediction.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FeedbackItem {
+    /// An id from `request_ids` (V1) or `parameters.request_ids` (V2).
+    pub request_id: String,
+    /// A class label of the model (classifiers) or a number (regression).
+    #[schema(value_type = Object)]
+    pub actual: Value,
+}
+
+/// Either one item (`{"request_id", "actual"}`) or many (`{"feedback": [...]}`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FeedbackRequest {
+    One(FeedbackItem),
+    Many { feedback: Vec<FeedbackItem> },
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FeedbackResponse {
+    /// Items joined with their prediction, duplicates included.
+    pub accepted: usize,
+    /// Ids with no prediction in the window (never made, or evicted); logged all the same.
+    pub unknown: Vec<String>,
+    /// Ids that already had feedback; the latest replaced it.
+    pub duplicate: Vec<String>,
+}
+
+/// Online metrics of one model version.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionStats {
+    pub model_version: String,
+    /// Rows predicted since start.
+    pub predictions: u64,
+    /// Predictions that received feedback since start.
+    pub labelled: u64,
+    /// Labelled predictions the metrics cover (the last `--stats-window`).
+    pub window: usize,
+    /// Classifiers: share of correct predictions in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Regression: root mean squared error in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    /// Regression: mean absolute error in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatsResponse {
+    pub model: String,
+    pub versions: Vec<VersionStats>,
+}
+
+/// The rows of `columns` as JSON objects keyed by raw column name, for the log; only built when
+/// the log is on.
+pub(crate) fn row_inputs(
+    state: &AppState,
+    spec: &ModelSpec,
+    columns: &Columns,
+) -> Option<Vec<Map<String, Value>>> {
+    state.log()?;
+    let mut rows = vec![Map::new(); columns.rows];
+    for (column, data) in spec.card.inputs.iter().zip(&columns.data) {
+        match data {
+            ColumnData::F32(values) => {
+                for (row, &v) in rows.iter_mut().zip(values) {
+                    let value = if v.is_nan() {
+                        Value::Null
+                    } else if column.kind == ColumnKind::Boolean {
+                        Value::Bool(v != 0.0)
+                    } else {
+                        number(v)
+                    };
+                    row.insert(column.name.clone(), value);
+                }
+            }
+            ColumnData::Str(values) => {
+                for (row, v) in rows.iter_mut().zip(values) {
+                    let value = if v.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(v.clone())
+                    };
+                    row.insert(column.name.clone(), value);
+                }
+            }
+        }
+    }
+    Some(rows)
+}
+
+/// A float32 as the shortest decimal that reads back as it, not its widened f64 digits.
+fn number(v: f32) -> Value {
+    let shortest = v.to_string().parse::<f64>().unwrap_or(f64::from(v));
+    serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
+}
+
+/// Logs the predictions (when the log is on; fsynced before returning) and remembers them for
+/// feedback. `inputs` comes from [`row_inputs`].
+pub(crate) async fn record_predictions(
+    state: &AppState,
+    model: &Backend,
+    inputs: Option<Vec<Map<String, Value>>>,
+    predictions: &Predictions,
+    ids: &[String],
+) -> Result<(), ApiError> {
+    let spec = model.spec();
+    let version = &spec.card.version;
+    if let (Some(log), Some(inputs)) = (state.log(), inputs) {
+        let time = now();
+        let values = prediction_values(spec, predictions);
+        let mut lines = Vec::with_capacity(256 * ids.len());
+        for (row, (id, inputs)) in ids.iter().zip(inputs).enumerate() {
+            let prediction = match &values {
+                Values::Labels(v) => v.get(row).map_or(Value::Null, |l| Value::String(l.clone())),
+                Values::Fp32(v) => v.get(row).map_or(Value::Null, |&x| number(x)),
+                Values::Fp64(v) => v.get(row).map_or(Value::Null, |&x| Value::from(x)),
+            };
+            let probabilities = predictions.row_probabilities(row).map(|p| {
+                spec.card
+                    .classes
+                    .iter()
+                    .map(String::as_str)
+                    .zip(p.iter().copied())
+                    .collect::<BTreeMap<_, _>>()
+            });
+            push_line(
+                &mut lines,
+                &Record::Prediction {
+                    request_id: id,
+                    time: &time,
+                    model: &spec.name,
+                    model_version: version,
+                    inputs,
+                    prediction,
+                    probabilities,
+                },
+            );
+        }
+        log.append(lines).await.map_err(ApiError::internal)?;
+    }
+    let predicted: Vec<Predicted> = match &predictions.labels {
+        Labels::Class(indices) => indices.iter().map(|&i| Predicted::Class(i)).collect(),
+        Labels::Value(values) => values.iter().map(|&v| Predicted::Value(v)).collect(),
+    };
+    state
+        .feedback()
+        .record(version, ids.iter().cloned().zip(predicted));
+    Ok(())
+}
+
+/// Checks `actual` against the model: a known class label, or a finite number.
+fn actual(spec: &ModelSpec, value: &Value, field: &str) -> Result<Actual, ApiError> {
+    if spec.is_classifier() {
+        let classes = &spec.card.classes;
+        // Labels are strings on the wire, but a numeric target's classes ("0", "1") may come
+        // back as numbers or booleans.
+        let text = match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        text.and_then(|t| classes.iter().position(|c| *c == t))
+            .map(Actual::Class)
+            .ok_or_else(|| {
+                ApiError::field(
+                    field,
+                    format!(
+                        "unknown class {value}; the model's classes are [{}]",
+                        classes.join(", ")
+                    ),
+                )
+            })
+    } else {
+        value
+            .as_f64()
+            .filter(|v| v.is_finite())
+            .map(Actual::Value)
+            .ok_or_else(|| {
+                ApiError::field(
+                    field,
+                    format!("expected a finite number (the actual value), got {value}"),
+                )
+            })
+    }
+}
+
+/// The items of a feedback body, each with the field prefix errors name.
+fn items(body: &Value, max: usize) -> Result<Vec<(String, &Value, String)>, ApiError> {
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::field(
+            "body",
+            "expected {\"request_id\": ..., \"actual\": ...} or {\"feedback\": [...]}",
+        ));
+    };
+    let list: Vec<(&Value, String)> = match object.get("feedback") {
+        Some(Value::Array(list)) => {
+            if list.is_empty() {
+                return Err(ApiError::field("feedback", "expected at least one item"));
+            }
+            if list.len() > max {
+                return Err(ApiError::field(
+                    "feedback",
+                    format!(
+                        "{} items; at most {max} per request (--max-instances)",
+                        list.len()
+                    ),
+                ));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, item)| (item, format!("feedback[{i}].")))
+                .collect()
+        }
+        Some(_) => {
+            return Err(ApiError::field(
+                "feedback",
+                "expected an array of {\"request_id\", \"actual\"} objects",
+            ));
+        }
+        None => vec![(body, String::new())],
+    };
+    list.into_iter()
+        .map(|(item, prefix)| {
+            let id = match item.get("request_id") {
+                Some(Value::String(id)) if !id.is_empty() => id.clone(),
+                Some(_) => {
+                    return Err(ApiError::field(
+                        format!("{prefix}request_id"),
+                        "expected a non-empty string",
+                    ));
+                }
+                None => {
+                    return Err(ApiError::field(
+                        format!("{prefix}request_id"),
+                        "missing; send the id a prediction returned",
+                    ));
+                }
+            };
+            let actual = item.get("actual").ok_or_else(|| {
+                ApiError::field(
+                    format!("{prefix}actual"),
+                    "missing; send the actual outcome",
+                )
+            })?;
+            Ok((id, actual, prefix))
+        })
+        .collect()
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/models/{name}/feedback",
+    tag = "feedback",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = FeedbackRequest,
+    responses(
+        (status = 200, description = "Feedback joined; unknown ids are listed, not refused", body = FeedbackResponse),
+        (status = 400, description = "Invalid feedback (e.g. an unknown class); `field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 500, description = "The prediction log could not be written", body = ErrorBody)
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn feedback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Json<FeedbackResponse>, ApiError> {
+    state.authorize(&headers)?;
+    let model = state.model(&name)?;
+    let JsonBody(body) = body?;
+    let spec = model.spec();
+    let items = items(&body, state.config().max_instances)?;
+    // Validate everything first, so a bad item leaves no partial effect.
+    let actuals = items
+        .iter()
+        .map(|(_, value, prefix)| actual(spec, value, &format!("{prefix}actual")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let index = state.feedback();
+    if let Some(log) = state.log() {
+        let time = now();
+        let mut lines = Vec::with_capacity(128 * items.len());
+        for (id, value, _) in &items {
+            let version = index.version_of(id);
+            push_line(
+                &mut lines,
+                &Record::Feedback {
+                    request_id: id,
+                    time: &time,
+                    model: &spec.name,
+                    model_version: version.as_deref(),
+                    actual: value,
+                },
+            );
+        }
+        log.append(lines).await.map_err(ApiError::internal)?;
+    }
+    let mut response = FeedbackResponse {
+        accepted: 0,
+        unknown: Vec::new(),
+        duplicate: Vec::new(),
+    };
+    for ((id, _, _), actual) in items.into_iter().zip(actuals) {
+        match index.label(&id, actual, &spec.card.version) {
+            Outcome::Accepted => response.accepted += 1,
+            Outcome::Duplicate => {
+                response.accepted += 1;
+                response.duplicate.push(id);
+            }
+            Outcome::Unknown => response.unknown.push(id),
+        }
+    }
+    Ok(Json(response))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/models/{name}/stats",
+    tag = "feedback",
+    params(("name" = String, Path, description = "Model name")),
+    responses(
+        (status = 200, description = "Predictions, feedback and online metrics per model version", body = StatsResponse),
+        (status = 404, description = "Unknown model", body = ErrorBody)
+    )
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<StatsResponse>, ApiError> {
+    let model = state.model(&name)?;
+    let spec = model.spec();
+    let mut versions: Vec<VersionStats> = state
+        .feedback()
+        .summaries()
+        .into_iter()
+        .map(|s| VersionStats {
+            model_version: s.model_version,
+            predictions: s.predictions,
+            labelled: s.labelled,
+            window: s.window,
+            accuracy: s.accuracy,
+            rmse: s.rmse,
+            mae: s.mae,
+        })
+        .collect();
+    if !versions
+        .iter()
+        .any(|v| v.model_version == spec.card.version)
+    {
+        versions.push(VersionStats {
+            model_version: spec.card.version.clone(),
+            predictions: 0,
+            labelled: 0,
+            window: 0,
+            accuracy: None,
+            rmse: None,
+            mae: None,
+        });
+    }
+    Ok(Json(StatsResponse {
+        model: spec.name.clone(),
+        versions,
+    }))
+}
