@@ -164,11 +164,9 @@ pub fn trial_arguments(
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_else(|| "auto".to_string());
-    let seed = spec
-        .algorithm
-        .seed
-        .unwrap_or(0)
-        .wrapping_add(u64::from(trial.index));
+    // One seed for every trial of the study: it fixes the holdout split, so trials are ranked
+    // on the same validation rows rather than on luckier or harder splits.
+    let seed = crate::study::study_seed(spec, study);
     let mut args = vec![
         format!("--dataset={dataset_uri}"),
         format!("--target={}", spec.dataset.target),

@@ -31,6 +31,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("failed to find ONNX Runtime: {message}")]
+    OnnxRuntime { message: String },
+
     #[error("failed to serve the winner: {message}")]
     Serve { message: String },
 
@@ -54,6 +57,7 @@ impl Error {
             Error::Corrupt { .. } => "corrupt",
             Error::Spawn { .. } => "spawn",
             Error::Serve { .. } => "serve",
+            Error::OnnxRuntime { .. } => "onnx_runtime",
             Error::Serialize { .. } => "serialize",
             Error::InvalidManifest { .. } => "invalid_manifest",
         }

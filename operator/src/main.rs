@@ -79,6 +79,31 @@ fn sibling_executable(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// Trainers and the server load ONNX Runtime from `ORT_DYLIB_PATH`. Without it every trial
+/// would fail the same way, so check once up front. When the variable is unset, the checkout's
+/// fetched copy is handed to the child processes.
+fn locate_onnx_runtime() -> Result<Option<PathBuf>, Error> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        let path = PathBuf::from(path);
+        return if path.exists() {
+            Ok(None)
+        } else {
+            Err(Error::OnnxRuntime {
+                message: format!(
+                    "ORT_DYLIB_PATH points at {}, which does not exist",
+                    path.display()
+                ),
+            })
+        };
+    }
+    PathBuf::from(".tools/onnxruntime/libonnxruntime.so")
+        .canonicalize()
+        .map(Some)
+        .map_err(|_| Error::OnnxRuntime {
+            message: "set ORT_DYLIB_PATH to libonnxruntime.so, or run scripts/fetch-onnxruntime.sh in the checkout".into(),
+        })
+}
+
 fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
     let text = std::fs::read_to_string(&args.manifest).map_err(|source| Error::Read {
         path: args.manifest.clone(),
@@ -93,6 +118,10 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
+    let child_env: Vec<(String, String)> = locate_onnx_runtime()?
+        .map(|path| ("ORT_DYLIB_PATH".to_string(), path.display().to_string()))
+        .into_iter()
+        .collect();
     let name = study.metadata.name.clone().unwrap_or_default();
     let metric = study.spec.objective.metric;
     let model_name = study
@@ -107,6 +136,7 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
             .trainer
             .unwrap_or_else(|| sibling_executable("flywheel-trainer")),
         quiet: false,
+        env: child_env.clone(),
     };
     println!(
         "study {name}: up to {} trials, optimising {}",
@@ -153,6 +183,7 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
             .server
             .unwrap_or_else(|| sibling_executable("flywheel-server")),
         model_name: model_name.clone(),
+        env: child_env,
     };
     let mut child = local::serve(&serve, &model_dir)?;
     println!(

@@ -21,6 +21,7 @@ use flywheel_core::search::{Observation, ObservationState};
 use flywheel_core::study::{self, ObservedTrial, ParentStudy, StudyIdentity, WarmHistory};
 
 use crate::Error;
+use flywheel_core::kube::ResourceExt;
 use process::{TrialProcess, TrialReport};
 use store::StudyDir;
 
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub trainer: PathBuf,
     /// Print one line per trial event.
     pub quiet: bool,
+    /// Extra environment for trial processes (e.g. ORT_DYLIB_PATH).
+    pub env: Vec<(String, String)>,
 }
 
 /// What a finished run produced.
@@ -179,6 +182,7 @@ pub fn run(
                 &args,
                 trial_name,
                 &dir.trial_dir(trial_name),
+                &options.env,
                 report_tx.clone(),
             )?;
             running.insert(trial_name.clone(), process);
@@ -251,7 +255,22 @@ pub fn run(
                         format!("{phase:?}: {}", this.message.clone().unwrap_or_default())
                     }
                 };
-                println!("[{done}/{max_trials}] {trial_name} {outcome}");
+                // The plan's best trial lags one event behind; the trials are current.
+                let direction = study.spec.objective.metric.direction();
+                let best = trials
+                    .values()
+                    .filter_map(|t| {
+                        let s = t.status.as_ref()?;
+                        let value = s.objective.filter(|v| v.is_finite())?;
+                        (s.phase == TrialPhase::Succeeded).then_some((t, value))
+                    })
+                    .reduce(|a, b| if direction.better(b.1, a.1) { b } else { a })
+                    .map(|(t, value)| format!(" | best {metric}={value:.4} ({})", t.name_any()))
+                    .unwrap_or_default();
+                println!(
+                    "[{done}/{max_trials}] {trial_name} {outcome}{best} | running {}",
+                    running.len()
+                );
             }
         }
     };

@@ -34,6 +34,7 @@ impl TrialProcess {
         args: &[String],
         trial: &str,
         dir: &Path,
+        env: &[(String, String)],
         reports: Sender<TrialReport>,
     ) -> Result<Self, Error> {
         let write_error = |source| Error::Write {
@@ -45,6 +46,7 @@ impl TrialProcess {
         let mut stdout_log = File::create(dir.join("stdout.log")).map_err(write_error)?;
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

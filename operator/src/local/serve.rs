@@ -20,6 +20,8 @@ pub struct ServeOptions {
     pub server: PathBuf,
     /// The model name in URLs.
     pub model_name: String,
+    /// Extra environment for the server (e.g. ORT_DYLIB_PATH).
+    pub env: Vec<(String, String)>,
 }
 
 /// Starts the server on `model_dir` and returns once it reports ready.
@@ -28,6 +30,7 @@ pub fn serve(options: &ServeOptions, model_dir: &Path) -> Result<Child, Error> {
         .arg(format!("--model-dir={}", model_dir.display()))
         .arg(format!("--model-name={}", options.model_name))
         .arg(format!("--listen={}", options.listen))
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .spawn()
         .map_err(|source| Error::Spawn {
