@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "FLYWHEEL_STATS_WINDOW", default_value_t = 1000)]
     pub stats_window: usize,
 
+    /// Shut down gracefully once the process with this pid is gone. `flywheel run` passes its own
+    /// pid, so a server it started never outlives it, even after `kill -9`.
+    #[arg(long, env = "FLYWHEEL_PARENT_PID")]
+    pub parent_pid: Option<u32>,
+
     /// The ONNX Runtime shared library (scripts/fetch-onnxruntime.sh puts it in
     /// .tools/onnxruntime/).
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = "libonnxruntime.so")]
@@ -106,6 +111,7 @@ impl Config {
             log_segment_bytes: 64 * 1024 * 1024,
             feedback_window: 100_000,
             stats_window: 1000,
+            parent_pid: None,
             ort_dylib_path: std::env::var_os("ORT_DYLIB_PATH")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("libonnxruntime.so")),

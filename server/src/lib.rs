@@ -55,6 +55,22 @@ pub async fn serve(
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.
+/// Resolves once the process `pid` has exited (Linux `/proc`); never resolves for `None`.
+pub async fn parent_exit(pid: Option<u32>) {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    let path = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if !path.exists() {
+            tracing::info!(pid, "parent process exited; shutting down");
+            return;
+        }
+    }
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {

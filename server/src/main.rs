@@ -26,6 +26,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(config: Config) -> Result<(), Error> {
     let listen = config.listen.clone();
+    let parent_pid = config.parent_pid;
     let state = AppState::load(config)?;
     let listener = TcpListener::bind(&listen)
         .await
@@ -38,5 +39,11 @@ async fn run(config: Config) -> Result<(), Error> {
         source,
     })?;
     tracing::info!(%addr, "listening");
-    flywheel_server::serve(listener, state, flywheel_server::shutdown_signal()).await
+    let shutdown = async move {
+        tokio::select! {
+            () = flywheel_server::shutdown_signal() => {}
+            () = flywheel_server::parent_exit(parent_pid) => {}
+        }
+    };
+    flywheel_server::serve(listener, state, shutdown).await
 }

@@ -190,29 +190,43 @@ fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_string();
-    let winner_trial = recorded
+    assert!(
+        recorded
+            .iter()
+            .any(|t| t.metadata.name.as_deref() == Some(winner.as_str()))
+    );
+    let model_dir = printed
         .iter()
-        .find(|t| t.metadata.name.as_deref() == Some(winner.as_str()))
+        .find_map(|l| l.strip_prefix("model: "))
+        .map(PathBuf::from)
         .unwrap();
-    let trained_accuracy = winner_trial.status.as_ref().unwrap().metrics["accuracy"];
 
-    // Every row of the table through the endpoint, as an application would send it.
+    // The rows the trainer held out, with its own in-memory predictions: the served model must
+    // give the same labels and probabilities for them.
+    let holdout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_dir.join("holdout.json")).unwrap()).unwrap();
+    let held_out: Vec<usize> = holdout["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap() as usize)
+        .collect();
+    assert!(!held_out.is_empty());
     let mut reader = csv::Reader::from_path(repo().join("examples/data/iris.csv")).unwrap();
     let headers = reader.headers().unwrap().clone();
-    let mut instances = Vec::new();
-    let mut labels = Vec::new();
-    for record in reader.records() {
-        let record = record.unwrap();
-        let mut instance = serde_json::Map::new();
-        for (name, value) in headers.iter().zip(record.iter()) {
-            if name == "species" {
-                labels.push(value.to_string());
-            } else {
-                instance.insert(name.into(), value.parse::<f64>().unwrap().into());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let instances: Vec<serde_json::Value> = held_out
+        .iter()
+        .map(|&row| {
+            let mut instance = serde_json::Map::new();
+            for (name, value) in headers.iter().zip(records[row].iter()) {
+                if name != "species" {
+                    instance.insert(name.into(), value.parse::<f64>().unwrap().into());
+                }
             }
-        }
-        instances.push(serde_json::Value::Object(instance));
-    }
+            serde_json::Value::Object(instance)
+        })
+        .collect();
     let (code, response) = post_json(
         port,
         "/v1/models/iris-e2e:predict",
@@ -220,29 +234,35 @@ fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
     );
     assert_eq!(code, 200, "{response}");
     assert_eq!(response["model_version"], winner.as_str());
-    let predictions = response["predictions"].as_array().unwrap();
-    assert_eq!(predictions.len(), labels.len());
-    let correct = predictions
-        .iter()
-        .zip(&labels)
-        .filter(|(p, l)| p.as_str() == Some(l.as_str()))
-        .count();
-    let served_accuracy = correct as f64 / labels.len() as f64;
-    // The trainer scored a 20 % holdout; the whole table (mostly training rows) must score at
-    // least about as well through the served model.
-    assert!(served_accuracy >= 0.9, "served accuracy {served_accuracy}");
-    assert!(
-        served_accuracy >= trained_accuracy - 0.07,
-        "served {served_accuracy} vs trained {trained_accuracy}"
+    assert_eq!(
+        response["predictions"], holdout["predictions"],
+        "served labels differ from training"
     );
-    for probabilities in response["probabilities"].as_array().unwrap() {
-        let total: f64 = probabilities
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|p| p.as_f64().unwrap())
-            .sum();
-        assert!((total - 1.0).abs() < 1e-4, "{probabilities}");
+    let served = response["probabilities"].as_array().unwrap();
+    let trained = holdout["probabilities"].as_array().unwrap();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_dir.join("model.json")).unwrap()).unwrap();
+    let classes: Vec<&str> = card["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for (served, trained) in served.iter().zip(trained) {
+        for (class, expected) in classes.iter().zip(trained.as_array().unwrap()) {
+            let got = served[class].as_f64().unwrap();
+            assert!(
+                (got - expected.as_f64().unwrap()).abs() < 1e-4,
+                "{served} vs {trained}"
+            );
+        }
+    }
+    // `kill -9` of the runner must not leave its server behind.
+    drop(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "the server outlived its runner");
+        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -48,8 +48,8 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_BUDGET")]
     pub budget: Option<u64>,
 
-    /// Artifact folder; created if missing. model.onnx, model.json, schema.json and result.json
-    /// land here.
+    /// Artifact folder; created if missing. model.onnx, model.json, schema.json, holdout.json and
+    /// result.json land here.
     #[arg(long, env = "FLYWHEEL_OUTPUT")]
     pub output: PathBuf,
 

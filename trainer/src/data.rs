@@ -229,6 +229,9 @@ pub struct Dataset {
     pub target: Target,
     pub task: Task,
     pub rows: usize,
+    /// For each kept row, its 0-based index among the file's data rows (header excluded); rows
+    /// without a target are skipped, so this maps dataset rows back to the file.
+    pub source_rows: Vec<usize>,
     pub schema: Schema,
 }
 
@@ -314,6 +317,7 @@ pub fn infer(table: RawTable, target_name: &str, task: Task) -> Result<Dataset> 
         target,
         task,
         rows,
+        source_rows: keep,
         schema,
     })
 }

@@ -28,6 +28,7 @@ use crate::tree::{self, Binned, ForestParams, Labels, Objective, TreeParams};
 pub const MODEL_FILE: &str = "model.onnx";
 pub const CARD_FILE: &str = "model.json";
 pub const SCHEMA_FILE: &str = "schema.json";
+pub const HOLDOUT_FILE: &str = "holdout.json";
 /// Single-row predictions timed for the model card.
 const LATENCY_SAMPLES: usize = 200;
 
@@ -276,8 +277,15 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     };
     staging.write(MODEL_FILE, &exported.bytes)?;
     staging.write(SCHEMA_FILE, &json(&data.schema)?)?;
+    staging.write(
+        HOLDOUT_FILE,
+        &json(&holdout_document(&data, &split.valid, &prediction))?,
+    )?;
     staging.write(CARD_FILE, &json(&card)?)?;
-    staging.publish(&args.output, &[MODEL_FILE, SCHEMA_FILE, CARD_FILE])?;
+    staging.publish(
+        &args.output,
+        &[MODEL_FILE, SCHEMA_FILE, HOLDOUT_FILE, CARD_FILE],
+    )?;
 
     timings.total_seconds = started.elapsed().as_secs_f64();
     let output = std::fs::canonicalize(&args.output).unwrap_or_else(|_| args.output.clone());
@@ -291,6 +299,58 @@ pub fn run(args: &Args) -> Result<TrialResult> {
         model_bytes: Some(model_bytes),
         timings,
     })
+}
+
+/// `holdout.json`: the validation rows (0-based data-row indices in the file, header excluded,
+/// ascending) with the trainer's own predictions for them, so a served model can be compared
+/// with training exactly.
+#[derive(serde::Serialize)]
+struct HoldoutDocument {
+    rows: Vec<usize>,
+    predictions: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: Option<Vec<Vec<f64>>>,
+}
+
+fn holdout_document(data: &Dataset, valid: &[usize], prediction: &Prediction) -> HoldoutDocument {
+    // `valid` is sorted and `source_rows` ascends, so the rows come out in file order.
+    let rows = valid.iter().map(|&r| data.source_rows[r]).collect();
+    match (prediction, &data.target) {
+        (Prediction::Classes(proba), Target::Classes { classes, .. }) => HoldoutDocument {
+            rows,
+            predictions: proba
+                .labels()
+                .into_iter()
+                .map(|label| {
+                    serde_json::Value::from(
+                        classes
+                            .get(label as usize)
+                            .cloned()
+                            .unwrap_or_else(|| label.to_string()),
+                    )
+                })
+                .collect(),
+            probabilities: Some(
+                (0..proba.rows())
+                    .map(|row| proba.row(row).to_vec())
+                    .collect(),
+            ),
+        },
+        (Prediction::Values(values), _) => HoldoutDocument {
+            rows,
+            predictions: values.iter().map(|&v| serde_json::Value::from(v)).collect(),
+            probabilities: None,
+        },
+        (Prediction::Classes(proba), Target::Values { .. }) => HoldoutDocument {
+            rows,
+            predictions: proba
+                .labels()
+                .into_iter()
+                .map(serde_json::Value::from)
+                .collect(),
+            probabilities: None,
+        },
+    }
 }
 
 fn task_name(task: Task) -> &'static str {

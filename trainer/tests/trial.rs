@@ -526,3 +526,128 @@ fn messy_data_survives_export_and_parity() {
         );
     }
 }
+
+/// The file's data rows (header excluded) as string cells, and the header.
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_path(path).expect("open csv");
+    let header = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+/// Checks `holdout.json` against the dataset file and result.json: the row count the stratified
+/// split implies, file-order indices, labels that reproduce the reported accuracy, probabilities
+/// in the card's class order.
+fn check_classification_holdout(run: &Run, dataset: &Path, target: &str, fraction: f64) {
+    let holdout: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.output.join("holdout.json")).expect("holdout.json"),
+    )
+    .expect("holdout.json parses");
+    let (header, rows) = read_csv(dataset);
+    let column = header.iter().position(|h| h == target).unwrap();
+    let truth: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| Some(r[column].as_str()).filter(|c| !flywheel_trainer::data::is_missing(c)))
+        .collect();
+    // The split rounds each class's share separately (stratified), keeping one row each side.
+    let mut per_class = std::collections::BTreeMap::<&str, usize>::new();
+    for label in truth.iter().flatten() {
+        *per_class.entry(label).or_default() += 1;
+    }
+    let expected: usize = per_class
+        .values()
+        .map(|&n| ((n as f64 * fraction).round() as usize).clamp(1, n - 1))
+        .sum();
+
+    let indices: Vec<usize> = holdout["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(indices.len(), expected, "holdout rows");
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "file order");
+    let predictions: Vec<&str> = holdout["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(predictions.len(), indices.len());
+    let card = run.card();
+    let probabilities = holdout["probabilities"].as_array().unwrap();
+    assert_eq!(probabilities.len(), indices.len());
+    for (row, predicted) in probabilities.iter().zip(&predictions) {
+        let row: Vec<f64> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(row.len(), card.classes.len());
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{row:?}");
+        let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+        assert_eq!(card.classes[best], *predicted);
+    }
+    let correct = indices
+        .iter()
+        .zip(&predictions)
+        .filter(|(i, p)| truth[**i].expect("holdout row has a target") == **p)
+        .count();
+    let accuracy = correct as f64 / indices.len() as f64;
+    assert!(
+        (accuracy - run.metric("accuracy")).abs() < 1e-12,
+        "accuracy from holdout.json {accuracy} vs result.json {}",
+        run.metric("accuracy")
+    );
+}
+
+#[test]
+fn holdout_json_reproduces_the_reported_metrics() {
+    for (family, fraction) in [("logistic", 0.2), ("random_forest", 0.3)] {
+        let dataset = data("iris.csv");
+        let holdout = fraction.to_string();
+        let run = trainer(&dataset, "species", family, &["--holdout", &holdout]).succeeded();
+        check_classification_holdout(&run, &dataset, "species", fraction);
+    }
+    // Rows without a target are skipped by training but still count in the file's numbering.
+    let dataset = data("penguins.csv");
+    let run = trainer(&dataset, "sex", "gradient_boosting", &[]).succeeded();
+    assert!(run.schema()["rows_without_target"].as_u64().unwrap() > 0);
+    check_classification_holdout(&run, &dataset, "sex", 0.2);
+
+    // Regression: numbers that reproduce the reported rmse.
+    let dataset = data("diabetes.csv");
+    let run = trainer(&dataset, "progression", "linear", &[]).succeeded();
+    let holdout: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.output.join("holdout.json")).unwrap())
+            .unwrap();
+    assert!(holdout.get("probabilities").is_none());
+    let (header, rows) = read_csv(&dataset);
+    let column = header.iter().position(|h| h == "progression").unwrap();
+    let indices = holdout["rows"].as_array().unwrap();
+    let predictions = holdout["predictions"].as_array().unwrap();
+    assert_eq!(indices.len(), (rows.len() as f64 * 0.2).round() as usize);
+    let squared: f64 = indices
+        .iter()
+        .zip(predictions)
+        .map(|(i, p)| {
+            let truth: f64 = rows[i.as_u64().unwrap() as usize][column].parse().unwrap();
+            (truth - p.as_f64().unwrap()).powi(2)
+        })
+        .sum();
+    let rmse = (squared / indices.len() as f64).sqrt();
+    assert!(
+        (rmse - run.metric("rmse")).abs() < 1e-9 * run.metric("rmse").max(1.0),
+        "rmse from holdout.json {rmse} vs result.json {}",
+        run.metric("rmse")
+    );
+}

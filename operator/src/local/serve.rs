@@ -30,6 +30,7 @@ pub fn serve(options: &ServeOptions, model_dir: &Path) -> Result<Child, Error> {
         .arg(format!("--model-dir={}", model_dir.display()))
         .arg(format!("--model-name={}", options.model_name))
         .arg(format!("--listen={}", options.listen))
+        .arg(format!("--parent-pid={}", std::process::id()))
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .spawn()
