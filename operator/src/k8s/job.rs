@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use flywheel_core::api::{Study, Trial};
 use flywheel_core::k8s_openapi::api::batch::v1::{Job, JobSpec};
 use flywheel_core::k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    Container, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Toleration,
 };
 use flywheel_core::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -18,10 +16,6 @@ use super::labels;
 
 /// The GPU resource name of NVIDIA's device plugin.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// Where a PVC artifact store is mounted in trial and server pods.
-pub const ARTIFACT_MOUNT: &str = "/artifacts";
-/// Non-root user of Flywheel's images (the distroless `nonroot` user).
-const RUN_AS_USER: i64 = 65532;
 
 /// Operator-wide settings the Job depends on.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,31 +135,7 @@ pub fn trial_job(study: &Study, trial: &Trial, config: &JobConfig) -> Job {
         }
     }
 
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..VolumeMount::default()
-    }];
-    if let Some(claim) = &config.artifact_claim {
-        volumes.push(Volume {
-            name: "artifacts".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: None,
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "artifacts".into(),
-            mount_path: ARTIFACT_MOUNT.into(),
-            ..VolumeMount::default()
-        });
-    }
+    let (volumes, mounts) = super::pod_volumes(config.artifact_claim.as_deref(), false);
 
     let pod_labels = BTreeMap::from([
         (labels::NAME.to_string(), "flywheel-trial".to_string()),
@@ -203,17 +173,7 @@ pub fn trial_job(study: &Study, trial: &Trial, config: &JobConfig) -> Job {
                     node_selector: (!template.node_selector.is_empty())
                         .then(|| template.node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(super::restricted_pod_security()),
                     containers: vec![Container {
                         name: "trial".into(),
                         image: Some(
@@ -233,16 +193,7 @@ pub fn trial_job(study: &Study, trial: &Trial, config: &JobConfig) -> Job {
                         // The result document is the termination message; if the trial dies
                         // before writing it, the log tail explains why.
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            run_as_non_root: Some(true),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".into()]),
-                                add: None,
-                            }),
-                            ..SecurityContext::default()
-                        }),
+                        security_context: Some(super::restricted_container_security()),
                         ..Container::default()
                     }],
                     volumes: Some(volumes),

@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 use flywheel_core::api::ModelDeployment;
 use flywheel_core::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use flywheel_core::k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service,
+    ServicePort, ServiceSpec,
 };
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use flywheel_core::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use flywheel_core::kube::{Resource, ResourceExt};
 
-use super::job::ARTIFACT_MOUNT;
 use super::labels;
 
 /// The port `flywheel-server` listens on inside the pod.
@@ -21,7 +19,6 @@ pub const SERVER_PORT: i32 = 8080;
 /// Pod template annotation carrying the model version: a new version changes the template, so
 /// Kubernetes rolls the Deployment.
 pub const VERSION_ANNOTATION: &str = "flywheel.dev/model-version";
-const RUN_AS_USER: i64 = 65532;
 
 /// Operator-wide settings the server objects depend on.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,32 +74,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
         value: Some("info".into()),
         ..EnvVar::default()
     });
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..VolumeMount::default()
-    }];
-    if let Some(claim) = &config.artifact_claim {
-        volumes.push(Volume {
-            name: "artifacts".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: Some(true),
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "artifacts".into(),
-            mount_path: ARTIFACT_MOUNT.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-    }
+    let (volumes, mounts) = super::pod_volumes(config.artifact_claim.as_deref(), true);
     Deployment {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -128,16 +100,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
                 }),
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(super::restricted_pod_security()),
                     containers: vec![Container {
                         name: "server".into(),
                         image: Some(
@@ -162,16 +125,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
                         liveness_probe: Some(probe("/v2/health/live", 10)),
                         resources: md.spec.resources.clone(),
                         volume_mounts: Some(mounts),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            run_as_non_root: Some(true),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".into()]),
-                                add: None,
-                            }),
-                            ..SecurityContext::default()
-                        }),
+                        security_context: Some(super::restricted_container_security()),
                         ..Container::default()
                     }],
                     volumes: Some(volumes),
