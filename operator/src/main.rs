@@ -147,12 +147,7 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
     println!();
     print!(
         "{}",
-        local::leaderboard(
-            &summary.trials,
-            metric.as_str(),
-            metric.direction() == flywheel_core::api::Direction::Maximize,
-            10
-        )
+        local::leaderboard(&summary.trials, metric.as_str(), metric.direction(), 10)
     );
     println!("study directory: {}", summary.dir.display());
     let Some(winner) = summary.winner else {

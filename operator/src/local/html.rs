@@ -11,7 +11,7 @@ use flywheel_core::model_card::ModelCard;
 use flywheel_core::search::space::Family;
 use serde_json::Value;
 
-use super::report::compact_params;
+use super::report::{compact_params, ranked};
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 260.0;
@@ -25,17 +25,7 @@ pub fn render(study: &Study, trials: &[Trial], winner_dir: Option<&Path>) -> Str
     let name = study.metadata.name.as_deref().unwrap_or("study");
     let metric = study.spec.objective.metric;
     let direction = metric.direction();
-    let scored: Vec<(&Trial, f64)> = trials
-        .iter()
-        .filter_map(|t| {
-            let status = t.status.as_ref()?;
-            (status.phase == TrialPhase::Succeeded)
-                .then_some(status.objective)
-                .flatten()
-                .filter(|v| v.is_finite())
-                .map(|v| (t, v))
-        })
-        .collect();
+    let scored = ranked(trials, direction);
     let status = study.status.clone().unwrap_or_default();
     let mut html = String::new();
     let _ = write!(
@@ -73,12 +63,7 @@ pub fn render(study: &Study, trials: &[Trial], winner_dir: Option<&Path>) -> Str
     html.push_str("<h2>Parameter importance</h2><p class=\"muted\">|Spearman correlation| between each hyper-parameter and the objective, within its family (families with at least 4 scored trials).</p>");
     html.push_str(&importance_chart(&scored));
     html.push_str("<h2>Leaderboard</h2>");
-    html.push_str(&leaderboard_table(
-        trials,
-        &scored,
-        metric.as_str(),
-        direction,
-    ));
+    html.push_str(&leaderboard_table(trials, &scored, metric.as_str()));
     if let Some(dir) = winner_dir {
         html.push_str(&profile_and_lineage(dir));
     }
@@ -350,25 +335,12 @@ fn importance_chart(scored: &[(&Trial, f64)]) -> String {
     svg
 }
 
-fn leaderboard_table(
-    trials: &[Trial],
-    scored: &[(&Trial, f64)],
-    metric: &str,
-    direction: Direction,
-) -> String {
-    let mut rows: Vec<&(&Trial, f64)> = scored.iter().collect();
-    rows.sort_by(|a, b| {
-        let order = a.1.total_cmp(&b.1);
-        if direction == Direction::Maximize {
-            order.reverse()
-        } else {
-            order
-        }
-    });
+/// `scored` comes ranked best first.
+fn leaderboard_table(trials: &[Trial], scored: &[(&Trial, f64)], metric: &str) -> String {
     let mut table = format!(
         "<table><tr><th>#</th><th>trial</th><th>family</th><th>{metric}</th><th>p99 µs</th><th>bytes</th><th>params</th></tr>"
     );
-    for (rank, (trial, value)) in rows.iter().enumerate() {
+    for (rank, (trial, value)) in scored.iter().enumerate() {
         let status = trial.status.as_ref();
         let _ = write!(
             table,

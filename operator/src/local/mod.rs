@@ -256,15 +256,8 @@ pub fn run(
                     }
                 };
                 // The plan's best trial lags one event behind; the trials are current.
-                let direction = study.spec.objective.metric.direction();
-                let best = trials
-                    .values()
-                    .filter_map(|t| {
-                        let s = t.status.as_ref()?;
-                        let value = s.objective.filter(|v| v.is_finite())?;
-                        (s.phase == TrialPhase::Succeeded).then_some((t, value))
-                    })
-                    .reduce(|a, b| if direction.better(b.1, a.1) { b } else { a })
+                let best = report::ranked(trials.values(), study.spec.objective.metric.direction())
+                    .first()
                     .map(|(t, value)| format!(" | best {metric}={value:.4} ({})", t.name_any()))
                     .unwrap_or_default();
                 println!(
@@ -417,7 +410,7 @@ fn warm_history(study: &Study, root: &Path) -> WarmHistory {
     WarmHistory { studies }
 }
 
-pub use report::leaderboard;
+pub use report::{leaderboard, ranked};
 pub use serve::{curl_examples, example_instance, serve};
 
 /// Writes the study directory's HTML report to `output` and returns the number of trials in it.

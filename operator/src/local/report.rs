@@ -1,6 +1,6 @@
 //! The terminal leaderboard.
 
-use flywheel_core::api::{Trial, TrialPhase};
+use flywheel_core::api::{Direction, Trial, TrialPhase};
 use flywheel_core::search::space::Params;
 
 /// `k=v` pairs, floats shortened, for one-line display.
@@ -25,10 +25,13 @@ fn short_float(value: f64) -> String {
     }
 }
 
-/// The finished trials ranked by objective, best first, as a table.
-pub fn leaderboard(trials: &[Trial], metric: &str, maximize: bool, top: usize) -> String {
+/// The succeeded trials with a finite objective, best first (ties keep the input order).
+pub fn ranked<'a>(
+    trials: impl IntoIterator<Item = &'a Trial>,
+    direction: Direction,
+) -> Vec<(&'a Trial, f64)> {
     let mut rows: Vec<(&Trial, f64)> = trials
-        .iter()
+        .into_iter()
         .filter_map(|trial| {
             let status = trial.status.as_ref()?;
             (status.phase == TrialPhase::Succeeded)
@@ -40,8 +43,17 @@ pub fn leaderboard(trials: &[Trial], metric: &str, maximize: bool, top: usize) -
         .collect();
     rows.sort_by(|a, b| {
         let order = a.1.total_cmp(&b.1);
-        if maximize { order.reverse() } else { order }
+        match direction {
+            Direction::Maximize => order.reverse(),
+            Direction::Minimize => order,
+        }
     });
+    rows
+}
+
+/// The finished trials ranked by objective, best first, as a table.
+pub fn leaderboard(trials: &[Trial], metric: &str, direction: Direction, top: usize) -> String {
+    let rows = ranked(trials, direction);
     let mut out = format!(
         "{:<4} {:<28} {:<18} {:>10} {:>12} {:>10}  params\n",
         "rank", "trial", "family", metric, "p99 latency", "size"
