@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Latency, Report};
+use crate::api::{Latency, Report, TrialPhase, TrialStatus};
 
 /// The marker field that makes a stdout line a protocol message rather than a log line.
 pub const MARKER: &str = "flywheel";
@@ -147,6 +147,61 @@ impl TrialResult {
     }
 }
 
+impl TrialResult {
+    /// Moves a trial that ended to its final phase: Succeeded with the result's metrics when the
+    /// result says so and the workload exited cleanly, Failed with the result's reason
+    /// otherwise. `default_artifact_uri` is where the runner told the trial to write, used when
+    /// a custom trial does not name the folder itself. Reports, conditions and start time are
+    /// kept; the completion time is the caller's.
+    pub fn apply_to(
+        &self,
+        status: &mut TrialStatus,
+        exit_code: Option<i32>,
+        metric: &str,
+        default_artifact_uri: &str,
+    ) {
+        if self.outcome == Outcome::Succeeded && exit_code == Some(exit_code::SUCCESS) {
+            status.phase = TrialPhase::Succeeded;
+            status.objective = self.metrics.get(metric).copied();
+            status.metrics = self.metrics.clone();
+            status.artifact_uri = Some(
+                self.artifact_uri
+                    .clone()
+                    .unwrap_or_else(|| default_artifact_uri.to_string()),
+            );
+            status.latency = self.latency;
+            status.model_bytes = self.model_bytes;
+            status.reason = None;
+            status.message = None;
+        } else {
+            status.phase = TrialPhase::Failed;
+            status.reason = Some(
+                self.reason
+                    .map(FailureReason::as_str)
+                    .unwrap_or(if self.outcome == Outcome::Succeeded {
+                        // A result that claims success from a process that did not exit 0.
+                        "Crashed"
+                    } else {
+                        "Failed"
+                    })
+                    .to_string(),
+            );
+            status.message = self.message.clone();
+        }
+    }
+}
+
+impl FailureReason {
+    /// The reason as written in Trial status (`BadInput`, `ParityMismatch`, `Internal`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::BadInput => "BadInput",
+            FailureReason::ParityMismatch => "ParityMismatch",
+            FailureReason::Internal => "Internal",
+        }
+    }
+}
+
 /// The command-line arguments that hand a trial its inputs (docs/trial-protocol.md). The local
 /// runner passes them to a process and the operator to a Job's container, so both speak the
 /// protocol identically.
@@ -204,6 +259,44 @@ mod tests {
             None
         );
         assert_eq!(Message::parse_line(r#"{"flywheel":"unknown"}"#), None);
+    }
+
+    #[test]
+    fn results_move_a_trial_to_its_final_phase() {
+        let mut result = TrialResult::failed(FailureReason::BadInput, "no column y");
+        let mut status = TrialStatus {
+            reports: vec![Report {
+                step: 1,
+                metrics: BTreeMap::from([("accuracy".to_string(), 0.5)]),
+            }],
+            ..TrialStatus::default()
+        };
+        result.apply_to(&mut status, Some(exit_code::BAD_INPUT), "accuracy", "/a/t");
+        assert_eq!(status.phase, TrialPhase::Failed);
+        assert_eq!(status.reason.as_deref(), Some("BadInput"));
+        assert_eq!(status.message.as_deref(), Some("no column y"));
+        assert_eq!(status.reports.len(), 1, "reports survive the ending");
+
+        result.outcome = Outcome::Succeeded;
+        result.reason = None;
+        result.metrics.insert("accuracy".into(), 0.9);
+        result.apply_to(&mut status, Some(exit_code::INTERNAL), "accuracy", "/a/t");
+        assert_eq!(
+            status.phase,
+            TrialPhase::Failed,
+            "success needs exit code 0"
+        );
+        assert_eq!(status.reason.as_deref(), Some("Crashed"));
+
+        result.apply_to(&mut status, Some(0), "accuracy", "/a/t");
+        assert_eq!(status.phase, TrialPhase::Succeeded);
+        assert_eq!(status.objective, Some(0.9));
+        assert_eq!(status.artifact_uri.as_deref(), Some("/a/t"));
+        assert_eq!(status.reason, None);
+        assert_eq!(
+            FailureReason::ParityMismatch.as_str(),
+            serde_json::to_value(FailureReason::ParityMismatch).unwrap()
+        );
     }
 
     #[test]

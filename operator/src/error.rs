@@ -40,6 +40,16 @@ pub enum Error {
     #[error("failed to serialize {what}: {message}")]
     Serialize { what: &'static str, message: String },
 
+    #[error("failed to {action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to run the operator: {message}")]
+    Operator { message: String },
+
     #[error("{path} is not a valid manifest:\n{}", format_field_errors(.errors))]
     InvalidManifest {
         path: String,
@@ -60,6 +70,13 @@ impl Error {
             Error::OnnxRuntime { .. } => "onnx_runtime",
             Error::Serialize { .. } => "serialize",
             Error::InvalidManifest { .. } => "invalid_manifest",
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(status) if status.code == 409 => "conflict",
+                kube::Error::Api(status) if status.code == 404 => "not_found",
+                kube::Error::Api(_) => "api",
+                _ => "kube",
+            },
+            Error::Operator { .. } => "operator",
         }
     }
 }
@@ -70,4 +87,18 @@ fn format_field_errors(errors: &[FieldError]) -> String {
         .map(|error| format!("  - {error}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Attaches what was being done to a Kubernetes API error.
+pub(crate) trait KubeContext<T> {
+    fn doing(self, action: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> KubeContext<T> for Result<T, kube::Error> {
+    fn doing(self, action: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube {
+            action: action(),
+            source,
+        })
+    }
 }

@@ -2,6 +2,7 @@
 //! later modules) the Kubernetes controllers and the local runner.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crdgen;
 mod error;
 pub mod k8s;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flywheel_operator::{Error, crdgen, local, manifest};
+use flywheel_operator::{Error, controller, crdgen, local, manifest};
 
 /// Self-serve machine learning on Kubernetes: studies in, served models out.
 #[derive(Debug, Parser)]
@@ -19,6 +19,9 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions (Study, Trial, ModelDeployment) as YAML.
     Crdgen,
+    /// Run the Kubernetes operator: Studies become trial Jobs, winners become prediction
+    /// services (what the Helm chart runs).
+    Operator(Box<controller::entry::OperatorArgs>),
     /// Run a Study on this machine: trials as local processes, results in a study directory,
     /// the winner served. Run the same command again to resume an interrupted study.
     Run(RunArgs),
@@ -233,6 +236,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_study(args),
+        Command::Operator(args) => {
+            controller::entry::run(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { dir, output } => {
             let output = output.unwrap_or_else(|| dir.join("report.html"));
             let count = local::write_report(&dir, &output)?;

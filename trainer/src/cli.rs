@@ -48,9 +48,9 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_BUDGET")]
     pub budget: Option<u64>,
 
-    /// Artifact folder; created if missing. model.onnx, model.json, schema.json, holdout.json and
-    /// result.json land here.
-    #[arg(long, env = "FLYWHEEL_OUTPUT")]
+    /// Artifact folder (a path or a `file://` URI); created if missing. model.onnx, model.json,
+    /// schema.json, holdout.json and result.json land here.
+    #[arg(long, env = "FLYWHEEL_OUTPUT", value_parser = parse_output)]
     pub output: PathBuf,
 
     /// Worker threads for training and inference; keep it at the pod's CPU limit so parallel
@@ -69,4 +69,37 @@ pub struct Args {
     /// Fraction of rows held out for validation (stratified for classification).
     #[arg(long, env = "FLYWHEEL_HOLDOUT", default_value_t = 0.2)]
     pub holdout: f64,
+}
+
+/// The artifact folder of `--output`: the operator hands trials `file://` URIs (the artifact
+/// store's form), a person usually a path.
+fn parse_output(value: &str) -> Result<PathBuf, String> {
+    match value.split_once("://") {
+        None => Ok(PathBuf::from(value)),
+        Some(("file", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
+        Some((scheme, _)) => Err(format!(
+            "unsupported artifact scheme {scheme:?}: pass a folder path or a file:// URI"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::parse_output;
+    use std::path::PathBuf;
+
+    #[test]
+    fn output_takes_paths_and_file_uris_only() {
+        assert_eq!(
+            parse_output("file:///artifacts/ml/s/s-0"),
+            Ok(PathBuf::from("/artifacts/ml/s/s-0"))
+        );
+        assert_eq!(parse_output("out/t-1"), Ok(PathBuf::from("out/t-1")));
+        assert!(
+            parse_output("s3://bucket/x")
+                .unwrap_err()
+                .contains("file://")
+        );
+        assert!(parse_output("file://").is_err());
+    }
 }

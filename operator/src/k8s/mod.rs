@@ -2,6 +2,7 @@
 //! (Stackable's "build" step): the reconcilers only apply what these return.
 
 pub mod job;
+pub mod observe;
 pub mod serving;
 
 use flywheel_core::k8s_openapi::api::core::v1::{

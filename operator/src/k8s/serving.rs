@@ -11,6 +11,7 @@ use flywheel_core::k8s_openapi::api::core::v1::{
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use flywheel_core::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use flywheel_core::kube::{Resource, ResourceExt};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::labels;
 
@@ -19,6 +20,11 @@ pub const SERVER_PORT: i32 = 8080;
 /// Pod template annotation carrying the model version: a new version changes the template, so
 /// Kubernetes rolls the Deployment.
 pub const VERSION_ANNOTATION: &str = "flywheel.dev/model-version";
+/// Pod template annotation carrying the shadow model's version.
+pub const SHADOW_VERSION_ANNOTATION: &str = "flywheel.dev/shadow-version";
+/// API group and version of the Prometheus operator's ServiceMonitor.
+pub const SERVICE_MONITOR_GROUP: &str = "monitoring.coreos.com";
+pub const SERVICE_MONITOR_VERSION: &str = "v1";
 
 /// Operator-wide settings the server objects depend on.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +41,19 @@ fn selector_labels(name: &str) -> BTreeMap<String, String> {
         (labels::NAME.to_string(), "flywheel-server".to_string()),
         (labels::COMPONENT.to_string(), name.to_string()),
     ])
+}
+
+/// Annotations of the server pods: a new model or shadow version changes the pod template, so
+/// Kubernetes rolls the Deployment.
+fn version_annotations(md: &ModelDeployment) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(
+        VERSION_ANNOTATION.to_string(),
+        md.spec.model.version.clone(),
+    )]);
+    if let Some(shadow) = &md.spec.shadow {
+        annotations.insert(SHADOW_VERSION_ANNOTATION.into(), shadow.version.clone());
+    }
+    annotations
 }
 
 /// The in-cluster base URL of the prediction service.
@@ -61,6 +80,18 @@ fn probe(path: &str, period: i32) -> Probe {
         period_seconds: Some(period),
         ..Probe::default()
     }
+}
+
+fn server_args(md: &ModelDeployment) -> Vec<String> {
+    let mut args = vec![
+        format!("--model-dir={}", model_dir(&md.spec.model.uri)),
+        format!("--model-name={}", md.name_any()),
+        format!("--listen=0.0.0.0:{SERVER_PORT}"),
+    ];
+    if let Some(shadow) = &md.spec.shadow {
+        args.push(format!("--shadow-model-dir={}", model_dir(&shadow.uri)));
+    }
+    args
 }
 
 /// The Deployment running `flywheel-server` on the deployment's current model.
@@ -92,10 +123,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        VERSION_ANNOTATION.to_string(),
-                        md.spec.model.version.clone(),
-                    )])),
+                    annotations: Some(version_annotations(md)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -109,11 +137,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
                                 .clone()
                                 .unwrap_or_else(|| config.server_image.clone()),
                         ),
-                        args: Some(vec![
-                            format!("--model-dir={}", model_dir(&md.spec.model.uri)),
-                            format!("--model-name={name}"),
-                            format!("--listen=0.0.0.0:{SERVER_PORT}"),
-                        ]),
+                        args: Some(server_args(md)),
                         env: Some(env),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
@@ -164,4 +188,31 @@ pub fn server_service(md: &ModelDeployment) -> Service {
         }),
         status: None,
     }
+}
+
+/// The ServiceMonitor that has a Prometheus operator scrape the server pods' `/metrics`.
+pub fn server_service_monitor(md: &ModelDeployment) -> DynamicObject {
+    let name = md.name_any();
+    let mut labels = selector_labels(&name);
+    labels.insert(labels::MANAGED_BY.into(), "flywheel".into());
+    let mut monitor =
+        DynamicObject::new(&name, &service_monitor_resource()).data(serde_json::json!({
+            "spec": {
+                "selector": {"matchLabels": selector_labels(&name)},
+                "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            }
+        }));
+    monitor.metadata.namespace = md.namespace();
+    monitor.metadata.labels = Some(labels);
+    monitor.metadata.owner_references = md.controller_owner_ref(&()).map(|r| vec![r]);
+    monitor
+}
+
+/// The ApiResource of ServiceMonitors, for a dynamic `Api`.
+pub fn service_monitor_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        SERVICE_MONITOR_GROUP,
+        SERVICE_MONITOR_VERSION,
+        "ServiceMonitor",
+    ))
 }

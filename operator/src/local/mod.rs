@@ -16,7 +16,7 @@ use std::time::Duration;
 use flywheel_core::api::{BestTrial, Study, StudyPhase, Trial, TrialPhase, TrialStatus};
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use flywheel_core::k8s_openapi::jiff::Timestamp;
-use flywheel_core::protocol::{Outcome, RESULT_FILE, TrialResult, trial_arguments};
+use flywheel_core::protocol::{RESULT_FILE, TrialResult, trial_arguments};
 use flywheel_core::search::{Observation, ObservationState};
 use flywheel_core::study::{self, ObservedTrial, ParentStudy, StudyIdentity, WarmHistory};
 
@@ -322,30 +322,9 @@ fn finish_status(
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     match result {
-        Some(result) if result.outcome == Outcome::Succeeded && code == Some(0) => {
-            status.phase = TrialPhase::Succeeded;
-            status.objective = result.metrics.get(metric).copied();
-            status.metrics = result.metrics;
-            status.artifact_uri = Some(
-                result
-                    .artifact_uri
-                    .unwrap_or_else(|| artifacts.display().to_string()),
-            );
-            status.latency = result.latency;
-            status.model_bytes = result.model_bytes;
-            status.reason = None;
-            status.message = None;
-        }
         Some(result) => {
-            status.phase = TrialPhase::Failed;
-            status.reason = Some(
-                result
-                    .reason
-                    .and_then(|r| serde_json::to_value(r).ok())
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_else(|| "Failed".into()),
-            );
-            status.message = result.message;
+            let default_uri = artifacts.display().to_string();
+            result.apply_to(&mut status, code, metric, &default_uri);
         }
         None => {
             status.phase = TrialPhase::Failed;

@@ -1,0 +1,892 @@
+//! The controllers against a mock API server (the kube-rs `tower-test` pattern): each test
+//! scripts the exact requests a reconcile must make, in order, answers them, and fails on a
+//! request it did not expect or on one that never came.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use flywheel_core::api::{ModelDeployment, Study, StudyStatus, Trial, TrialStatus};
+use flywheel_core::k8s_openapi::jiff::Timestamp;
+use flywheel_core::protocol::{Outcome, TrialResult};
+use flywheel_operator::controller::{Context, Metrics, deployment, study, trial};
+use flywheel_operator::k8s::job::JobConfig;
+use flywheel_operator::k8s::serving::ServingConfig;
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, pair};
+
+const NOW: i64 = 1_780_000_000;
+
+/// One side of the mock: the test reads each request the controller makes and answers it.
+struct ApiServer {
+    handle: Handle<Request<Body>, Response<Body>>,
+}
+
+/// What the controller sent.
+struct Seen {
+    body: Value,
+    content_type: Option<String>,
+}
+
+impl ApiServer {
+    /// Expects the next request to be `method path` with exactly the query pairs `query`
+    /// (order-free), answers `status` with `response`, and returns what was sent.
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        status: u16,
+        response: Value,
+    ) -> Seen {
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.handle.next_request(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"));
+        let (request, send) =
+            next.unwrap_or_else(|| panic!("the controller stopped before {method} {path}"));
+        let uri = request.uri().clone();
+        assert_eq!(
+            (request.method(), uri.path()),
+            (&method, path),
+            "unexpected request {} {uri}",
+            request.method()
+        );
+        let sent: BTreeSet<(String, String)> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(key), decode(value))
+            })
+            .collect();
+        let expected: BTreeSet<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(sent, expected, "query of {method} {path}");
+        let content_type = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&response).unwrap()))
+                .unwrap(),
+        );
+        Seen { body, content_type }
+    }
+
+    /// A server-side apply of `path`; answers with the applied object and returns it.
+    async fn expect_apply(&mut self, path: &str, manager: &str) -> Value {
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.handle.next_request(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for the apply of {path}"));
+        let (request, send) = next.unwrap();
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&Method::PATCH, path),
+            "unexpected request {} {}",
+            request.method(),
+            request.uri()
+        );
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(
+            query.contains(&format!("fieldManager={manager}")),
+            "{query}"
+        );
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(
+            request.headers().get(http::header::CONTENT_TYPE).unwrap(),
+            "application/apply-patch+yaml"
+        );
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let mut body: Value = serde_json::from_slice(&bytes).unwrap();
+        body["metadata"]["resourceVersion"] = json!("2");
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        body
+    }
+
+    /// An Event about an object; returns its reason.
+    async fn expect_event(&mut self, namespace: &str) -> Value {
+        let seen = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
+                &[],
+                201,
+                json!({}),
+            )
+            .await;
+        // Echo-free answer is fine: the recorder does not read the response back.
+        seen.body
+    }
+
+    /// The controller made no further request: dropping the context closed the client.
+    async fn done(mut self) {
+        if let Some((request, _)) = self.handle.next_request().await {
+            panic!(
+                "unexpected extra request {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+    }
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn context(service_monitors: bool) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(
+        client,
+        JobConfig {
+            trainer_image: "ghcr.io/flywheel-ml/flywheel-trainer:0.1.0".into(),
+            artifact_root: "file:///artifacts".into(),
+            artifact_claim: Some("flywheel-artifacts".into()),
+            artifact_env: vec![],
+            ttl_seconds_after_finished: 86_400,
+        },
+        ServingConfig {
+            server_image: "ghcr.io/flywheel-ml/flywheel-server:0.1.0".into(),
+            artifact_claim: Some("flywheel-artifacts".into()),
+            artifact_env: vec![],
+        },
+        Arc::new(Metrics::new()),
+        Reporter {
+            controller: "flywheel-operator".into(),
+            instance: Some("flywheel-operator-0".into()),
+        },
+        Arc::new(|| Timestamp::from_second(NOW).unwrap()),
+        service_monitors,
+    );
+    (Arc::new(ctx), ApiServer { handle })
+}
+
+fn study_object(budget: &str, status: Option<&StudyStatus>) -> Study {
+    let yaml = format!(
+        "apiVersion: flywheel.dev/v1alpha1\nkind: Study\n\
+         metadata: {{name: penguins, namespace: ml, uid: study-uid, generation: 1, resourceVersion: '7'}}\n\
+         spec:\n  dataset: {{uri: file:///artifacts/data/penguins.csv, target: species}}\n  objective: {{metric: accuracy}}\n\
+         \x20 searchSpace: [{{family: logistic}}, {{family: decision_tree}}]\n  algorithm: {{name: random, seed: 3}}\n\
+         \x20 budget: {budget}\n  promotion: {{deployment: penguins}}\n"
+    );
+    let mut study: Study = serde_saphyr::from_str(&yaml).unwrap();
+    study.status = status.cloned();
+    study
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "9"}, "items": items})
+}
+
+fn not_found(what: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{what} not found"), "reason": "NotFound", "code": 404})
+}
+
+const TRIALS: &str = "/apis/flywheel.dev/v1alpha1/namespaces/ml/trials";
+const STUDY_SELECTOR: (&str, &str) = ("labelSelector", "flywheel.dev/study=penguins");
+
+async fn finish(
+    task: tokio::task::JoinHandle<Result<Action, flywheel_operator::Error>>,
+    ctx: Arc<Context>,
+    server: ApiServer,
+) -> Action {
+    let action = task.await.unwrap().unwrap();
+    drop(ctx);
+    server.done().await;
+    action
+}
+
+/// A trial as the API server would return it, with a status.
+fn stored_trial(applied: &Value, status: Option<TrialStatus>) -> Value {
+    let mut trial = applied.clone();
+    trial["metadata"]["resourceVersion"] = json!("3");
+    if let Some(status) = status {
+        trial["status"] = serde_json::to_value(status).unwrap();
+    }
+    trial
+}
+
+#[tokio::test]
+async fn a_new_study_applies_its_trials_then_a_steady_study_writes_nothing() {
+    let budget = "{maxTrials: 4, parallelism: 2}";
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, None)),
+        ctx.clone(),
+    ));
+    server
+        .expect(
+            Method::GET,
+            TRIALS,
+            &[STUDY_SELECTOR],
+            200,
+            list("Trial", vec![]),
+        )
+        .await;
+    let first = server
+        .expect_apply(&format!("{TRIALS}/penguins-0"), "flywheel-operator")
+        .await;
+    let second = server
+        .expect_apply(&format!("{TRIALS}/penguins-1"), "flywheel-operator")
+        .await;
+    for (trial, index) in [(&first, 0), (&second, 1)] {
+        assert_eq!(trial["kind"], "Trial");
+        assert_eq!(trial["spec"]["study"], "penguins");
+        assert_eq!(trial["spec"]["index"], index);
+        assert_eq!(
+            trial["metadata"]["labels"]["flywheel.dev/study"],
+            "penguins"
+        );
+        let owner = &trial["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (
+                &owner["kind"],
+                &owner["name"],
+                &owner["uid"],
+                &owner["controller"]
+            ),
+            (
+                &json!("Study"),
+                &json!("penguins"),
+                &json!("study-uid"),
+                &json!(true)
+            )
+        );
+    }
+    let created = server.expect_event("ml").await;
+    assert_eq!(created["reason"], "TrialsCreated");
+    assert_eq!(created["regarding"]["name"], "penguins");
+    let status_patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        status_patch.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    let status: StudyStatus = serde_json::from_value(status_patch.body["status"].clone()).unwrap();
+    assert_eq!(format!("{:?}", status.phase), "Running");
+    assert_eq!(
+        status.trials.pending, 0,
+        "counts describe the trials observed"
+    );
+    assert_eq!(status.start_time.as_ref().unwrap().0.as_second(), NOW);
+    let running = server.expect_event("ml").await;
+    assert_eq!(running["reason"], "Running");
+    let action = finish(task, ctx, server).await;
+    assert_eq!(action, Action::requeue(study::RUNNING_REQUEUE));
+
+    // The next reconcile sees the new trials: only the counts change.
+    let (ctx, mut server) = context(false);
+    let observed = || {
+        list(
+            "Trial",
+            vec![stored_trial(&first, None), stored_trial(&second, None)],
+        )
+    };
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, Some(&status))),
+        ctx.clone(),
+    ));
+    server
+        .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, observed())
+        .await;
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    let counted: StudyStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    assert_eq!(counted.trials.pending, 2);
+    assert_eq!(counted.start_time, status.start_time, "written once");
+    finish(task, ctx, server).await;
+
+    // And then the study is steady: one read, no write.
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, Some(&counted))),
+        ctx.clone(),
+    ));
+    server
+        .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, observed())
+        .await;
+    finish(task, ctx, server).await;
+}
+
+fn succeeded(objective: f64) -> TrialStatus {
+    TrialStatus {
+        phase: flywheel_core::api::TrialPhase::Succeeded,
+        metrics: [("accuracy".to_string(), objective)].into(),
+        objective: Some(objective),
+        artifact_uri: Some(format!("file:///artifacts/ml/penguins/{objective}")),
+        ..TrialStatus::default()
+    }
+}
+
+fn trial_json(index: u32, status: Option<TrialStatus>) -> Value {
+    let trial = json!({
+        "apiVersion": "flywheel.dev/v1alpha1", "kind": "Trial",
+        "metadata": {"name": format!("penguins-{index}"), "namespace": "ml", "uid": format!("trial-{index}"),
+                     "resourceVersion": "5", "labels": {"flywheel.dev/study": "penguins"}},
+        "spec": {"study": "penguins", "index": index, "family": "logistic", "params": {"c": 1.0}, "origin": "sampler"},
+    });
+    stored_trial(&trial, status)
+}
+
+#[tokio::test]
+async fn a_restarted_operator_continues_without_duplicates() {
+    // The operator died after creating two trials and before writing any status.
+    let (ctx, mut server) = context(false);
+    let restarted = study_object("{maxTrials: 4, parallelism: 2}", None);
+    let task = tokio::spawn(study::reconcile(Arc::new(restarted), ctx.clone()));
+    let running = TrialStatus {
+        phase: flywheel_core::api::TrialPhase::Running,
+        ..TrialStatus::default()
+    };
+    server
+        .expect(
+            Method::GET,
+            TRIALS,
+            &[STUDY_SELECTOR],
+            200,
+            list(
+                "Trial",
+                vec![
+                    trial_json(0, Some(succeeded(0.9))),
+                    trial_json(1, Some(running)),
+                ],
+            ),
+        )
+        .await;
+    // One slot is free: exactly one new trial, with the next index.
+    let applied = server
+        .expect_apply(&format!("{TRIALS}/penguins-2"), "flywheel-operator")
+        .await;
+    assert_eq!(applied["spec"]["index"], 2);
+    server.expect_event("ml").await;
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    let status: StudyStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    // Counts describe the trials observed; the new one is counted on the next reconcile.
+    assert_eq!(
+        (
+            status.trials.succeeded,
+            status.trials.running,
+            status.trials.pending
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(status.best_trial.unwrap().name, "penguins-0");
+    server.expect_event("ml").await;
+    finish(task, ctx, server).await;
+}
+
+#[tokio::test]
+async fn a_succeeded_study_promotes_its_winner_once() {
+    let budget = "{maxTrials: 2, parallelism: 2}";
+    let trials = || {
+        list(
+            "Trial",
+            vec![
+                trial_json(0, Some(succeeded(0.91))),
+                trial_json(1, Some(succeeded(0.95))),
+            ],
+        )
+    };
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, None)),
+        ctx.clone(),
+    ));
+    server
+        .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, trials())
+        .await;
+    let mds = "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments";
+    server
+        .expect(
+            Method::GET,
+            &format!("{mds}/penguins"),
+            &[],
+            404,
+            not_found("penguins"),
+        )
+        .await;
+    let promoted = server
+        .expect_apply(&format!("{mds}/penguins"), "flywheel-promotion")
+        .await;
+    assert_eq!(
+        promoted["spec"],
+        json!({"model": {"uri": "file:///artifacts/ml/penguins/0.95", "version": "penguins-1",
+                         "study": "penguins", "trial": "penguins-1"}}),
+        "only the model is applied, so a person's replicas and resources stay theirs"
+    );
+    assert_eq!(server.expect_event("ml").await["reason"], "Promoted");
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    let status: StudyStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    assert_eq!(format!("{:?}", status.phase), "Succeeded");
+    assert!(
+        status.conditions.iter().any(|c| c.type_ == "Promoted"
+            && c.status == "True"
+            && c.message.contains("penguins-1"))
+    );
+    assert_eq!(server.expect_event("ml").await["reason"], "BudgetExhausted");
+    assert_eq!(finish(task, ctx, server).await, Action::await_change());
+
+    // Again with that status and the ModelDeployment in place: reads only.
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, Some(&status))),
+        ctx.clone(),
+    ));
+    server
+        .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, trials())
+        .await;
+    let mut md = promoted.clone();
+    md["metadata"]["namespace"] = json!("ml");
+    server
+        .expect(Method::GET, &format!("{mds}/penguins"), &[], 200, md)
+        .await;
+    finish(task, ctx, server).await;
+}
+
+fn trial_object(status: Option<TrialStatus>) -> Trial {
+    serde_json::from_value(trial_json(0, status)).unwrap()
+}
+
+const JOBS: &str = "/apis/batch/v1/namespaces/ml/jobs";
+const PODS: &str = "/api/v1/namespaces/ml/pods";
+const TRIAL_SELECTOR: (&str, &str) = ("labelSelector", "flywheel.dev/trial=penguins-0");
+
+#[tokio::test]
+async fn a_new_trial_gets_its_job() {
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(trial::reconcile(Arc::new(trial_object(None)), ctx.clone()));
+    let owner = serde_json::to_value(study_object(
+        "{maxTrials: 4, parallelism: 2, trialTimeoutSeconds: 600}",
+        None,
+    ))
+    .unwrap();
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins",
+            &[],
+            200,
+            owner,
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{JOBS}/penguins-0"),
+            &[],
+            404,
+            not_found("penguins-0"),
+        )
+        .await;
+    let job = server
+        .expect_apply(&format!("{JOBS}/penguins-0"), "flywheel-operator")
+        .await;
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "Trial");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "trial-0");
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        "ghcr.io/flywheel-ml/flywheel-trainer:0.1.0"
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--trial=penguins-0"), "{args:?}");
+    assert!(
+        args.contains(&"--output=file:///artifacts/ml/penguins/penguins-0"),
+        "{args:?}"
+    );
+    assert_eq!(server.expect_event("ml").await["reason"], "JobCreated");
+    server
+        .expect(
+            Method::GET,
+            PODS,
+            &[TRIAL_SELECTOR],
+            200,
+            list("Pod", vec![]),
+        )
+        .await;
+    // No pod yet: the status (still Pending) is not rewritten.
+    assert_eq!(
+        finish(task, ctx, server).await,
+        Action::requeue(trial::PENDING_REQUEUE)
+    );
+}
+
+#[tokio::test]
+async fn a_finished_pod_reports_and_result_land_in_trial_status() {
+    let running = TrialStatus {
+        phase: flywheel_core::api::TrialPhase::Running,
+        start_time: Some(
+            flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(NOW - 60).unwrap(),
+            ),
+        ),
+        ..TrialStatus::default()
+    };
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(trial::reconcile(
+        Arc::new(trial_object(Some(running))),
+        ctx.clone(),
+    ));
+    let owner = serde_json::to_value(study_object("{maxTrials: 4}", None)).unwrap();
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins",
+            &[],
+            200,
+            owner,
+        )
+        .await;
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "penguins-0", "namespace": "ml"},
+                     "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}});
+    server
+        .expect(Method::GET, &format!("{JOBS}/penguins-0"), &[], 200, job)
+        .await;
+    let mut result = TrialResult::failed(flywheel_core::protocol::FailureReason::Internal, "");
+    result.outcome = Outcome::Succeeded;
+    result.reason = None;
+    result.message = None;
+    result.metrics.insert("accuracy".into(), 0.97);
+    result.artifact_uri = Some("file:///artifacts/ml/penguins/penguins-0".into());
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "penguins-0-x7k2p", "namespace": "ml", "creationTimestamp": "2026-05-28T10:00:00Z"},
+        "status": {"phase": "Succeeded", "containerStatuses": [{"name": "trial", "image": "t", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "startedAt": "2026-05-28T10:00:05Z", "finishedAt": "2026-05-28T10:01:05Z",
+                                     "message": result.to_termination_message()}}}]}});
+    server
+        .expect(
+            Method::GET,
+            PODS,
+            &[TRIAL_SELECTOR],
+            200,
+            list("Pod", vec![pod]),
+        )
+        .await;
+    let log = "{\"flywheel\":\"report\",\"step\":1,\"metrics\":{\"accuracy\":0.9}}\nfitting\n";
+    let next = server.handle.next_request().await.unwrap();
+    assert_eq!(next.0.uri().path(), format!("{PODS}/penguins-0-x7k2p/log"));
+    assert!(next.0.uri().query().unwrap().contains("container=trial"));
+    next.1.send_response(
+        Response::builder()
+            .status(200)
+            .body(Body::from(log.as_bytes().to_vec()))
+            .unwrap(),
+    );
+    let put = server
+        .expect(
+            Method::PUT,
+            &format!("{TRIALS}/penguins-0/status"),
+            &[],
+            200,
+            trial_json(0, None),
+        )
+        .await;
+    assert_eq!(
+        put.body["metadata"]["resourceVersion"], "3",
+        "the write is conditional on the version read"
+    );
+    let status: TrialStatus = serde_json::from_value(put.body["status"].clone()).unwrap();
+    assert_eq!(format!("{:?}", status.phase), "Succeeded");
+    assert_eq!(status.objective, Some(0.97));
+    assert_eq!(status.reports.len(), 1);
+    assert_eq!(
+        status.completion_time.unwrap().0.to_string(),
+        "2026-05-28T10:01:05Z"
+    );
+    let event = server.expect_event("ml").await;
+    assert_eq!(event["regarding"]["kind"], "Trial");
+    assert_eq!(finish(task, ctx, server).await, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_pruned_trial_loses_its_running_job() {
+    let pruned = TrialStatus {
+        phase: flywheel_core::api::TrialPhase::Pruned,
+        reason: Some("EarlyStopped".into()),
+        ..TrialStatus::default()
+    };
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(trial::reconcile(
+        Arc::new(trial_object(Some(pruned.clone()))),
+        ctx.clone(),
+    ));
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "penguins-0", "namespace": "ml"},
+                     "status": {"active": 1}});
+    server
+        .expect(
+            Method::GET,
+            &format!("{JOBS}/penguins-0"),
+            &[],
+            200,
+            job.clone(),
+        )
+        .await;
+    let delete = server
+        .expect(Method::DELETE, &format!("{JOBS}/penguins-0"), &[], 200, job)
+        .await;
+    assert_eq!(delete.body["propagationPolicy"], "Background");
+    assert_eq!(server.expect_event("ml").await["reason"], "JobDeleted");
+    finish(task, ctx, server).await;
+
+    // Once the Job is gone, nothing more happens.
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(trial::reconcile(
+        Arc::new(trial_object(Some(pruned))),
+        ctx.clone(),
+    ));
+    server
+        .expect(
+            Method::GET,
+            &format!("{JOBS}/penguins-0"),
+            &[],
+            404,
+            not_found("penguins-0"),
+        )
+        .await;
+    finish(task, ctx, server).await;
+}
+
+fn model_deployment() -> ModelDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "flywheel.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "penguins", "namespace": "ml", "uid": "md-uid", "generation": 2},
+        "spec": {"model": {"uri": "file:///artifacts/ml/penguins/penguins-1", "version": "penguins-1"}, "replicas": 2},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_model_deployment_rolls_out_then_rests() {
+    let deployments = "/apis/apps/v1/namespaces/ml/deployments";
+    let services = "/api/v1/namespaces/ml/services";
+    let monitors = "/apis/monitoring.coreos.com/v1/namespaces/ml/servicemonitors";
+    let (ctx, mut server) = context(true);
+    let task = tokio::spawn(deployment::reconcile(
+        Arc::new(model_deployment()),
+        ctx.clone(),
+    ));
+    server
+        .expect(
+            Method::GET,
+            &format!("{deployments}/penguins"),
+            &[],
+            404,
+            not_found("penguins"),
+        )
+        .await;
+    let applied_deployment = server
+        .expect_apply(&format!("{deployments}/penguins"), "flywheel-operator")
+        .await;
+    assert_eq!(applied_deployment["spec"]["replicas"], 2);
+    assert!(applied_deployment["metadata"]["annotations"][deployment::APPLIED_DIGEST].is_string());
+    server
+        .expect(
+            Method::GET,
+            &format!("{services}/penguins"),
+            &[],
+            404,
+            not_found("penguins"),
+        )
+        .await;
+    let applied_service = server
+        .expect_apply(&format!("{services}/penguins"), "flywheel-operator")
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{monitors}/penguins"),
+            &[],
+            404,
+            not_found("penguins"),
+        )
+        .await;
+    let applied_monitor = server
+        .expect_apply(&format!("{monitors}/penguins"), "flywheel-operator")
+        .await;
+    assert_eq!(applied_monitor["spec"]["endpoints"][0]["port"], "http");
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status = patch.body["status"].clone();
+    assert_eq!(status["endpoint"], "http://penguins.ml.svc:80");
+    assert!(
+        status.get("servingVersion").is_none(),
+        "nothing serves before the rollout"
+    );
+    finish(task, ctx, server).await;
+
+    // The rollout finished: the version serves, announced once.
+    let mut md = model_deployment();
+    md.status = Some(serde_json::from_value(status).unwrap());
+    let mut rolled = applied_deployment.clone();
+    rolled["metadata"]["generation"] = json!(1);
+    rolled["status"] = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2});
+    let (ctx, mut server) = context(true);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("{deployments}/penguins"),
+            &[],
+            200,
+            rolled.clone(),
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{services}/penguins"),
+            &[],
+            200,
+            applied_service.clone(),
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{monitors}/penguins"),
+            &[],
+            200,
+            applied_monitor.clone(),
+        )
+        .await;
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    assert_eq!(patch.body["status"]["servingVersion"], "penguins-1");
+    assert_eq!(patch.body["status"]["readyReplicas"], 2);
+    assert_eq!(server.expect_event("ml").await["reason"], "Serving");
+    finish(task, ctx, server).await;
+
+    // Steady state: three reads, no writes.
+    md.status = Some(serde_json::from_value(patch.body["status"].clone()).unwrap());
+    let (ctx, mut server) = context(true);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("{deployments}/penguins"),
+            &[],
+            200,
+            rolled,
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{services}/penguins"),
+            &[],
+            200,
+            applied_service,
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{monitors}/penguins"),
+            &[],
+            200,
+            applied_monitor,
+        )
+        .await;
+    finish(task, ctx, server).await;
+}
