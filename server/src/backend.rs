@@ -3,12 +3,14 @@
 //! ONNX Runtime calls block for their whole duration, so they never run on a tokio worker.
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
 use ort::session::Session;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -16,6 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Metrics, ModelLabels};
 use crate::model::{self, Columns, MODEL_FILE, ModelSpec, Predictions};
+use crate::source::Fingerprint;
 
 /// The process-wide ONNX Runtime environment; the shared library can be loaded only once.
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -75,53 +78,128 @@ pub struct PauseGuard {
     _permits: OwnedSemaphorePermit,
 }
 
+/// Which part a loaded model plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Answers clients.
+    Primary,
+    /// Receives mirrored requests; its predictions are only logged.
+    Shadow,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Shadow => "shadow",
+        }
+    }
+}
+
+/// What to load: a model folder, the name clients address it by, and its role.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub dir: PathBuf,
+    pub name: String,
+    pub role: Role,
+}
+
 /// One loaded model with its inference threads. Dropping the last handle stops the threads once
 /// the queue drains.
 pub struct Backend {
     spec: Arc<ModelSpec>,
+    dir: PathBuf,
+    role: Role,
+    /// The folder's state just before it was read, for the watch to tell a newer version.
+    fingerprint: Option<Fingerprint>,
     queue: mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     threads: u32,
-    metrics: Metrics,
+    /// The primary's queue depth and 429s; `None` for a shadow, whose overflow is counted as
+    /// dropped mirrors by its caller instead.
+    queue_metrics: Option<(Gauge, Counter)>,
 }
 
 impl Backend {
-    /// Loads the model in `config.model_dir`, checks it against its card and starts the
-    /// inference threads. Must be called inside a tokio runtime (the batcher is a task).
+    /// Loads the model of `config` (`--model-dir`, `--model-name`) as the primary and starts
+    /// its inference threads. Must be called inside a tokio runtime (the batcher is a task).
     pub fn load(config: &Config, metrics: Metrics) -> Result<Backend, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| Error::Spawn {
             what: "the batcher",
             source: std::io::Error::other(e),
         })?;
-        let env = environment(&config.ort_dylib_path)?;
-        let card = ModelSpec::read_card(&config.model_dir)?;
+        let dir = crate::source::resolve(&config.model_dir)?;
         let name = match &config.model_name {
             Some(name) => name.clone(),
-            None => model_name_from_dir(&config.model_dir),
+            None => model_name_from_dir(&dir),
         };
-        let onnx_path = config.model_dir.join(MODEL_FILE);
-        let threads = config.inference_threads.clamp(1, 1024);
-        let sessions = (0..threads)
+        let spec = LoadSpec {
+            dir,
+            name,
+            role: Role::Primary,
+        };
+        Backend::open(config, &spec, metrics, &runtime)
+    }
+
+    /// Loads the model in `load.dir`, checks it against its card, warms every session up with
+    /// one inference and starts the inference threads, the batcher on `runtime`. Blocking (ONNX
+    /// Runtime reads and optimizes the graph): call it outside the async workers at run time.
+    pub fn open(
+        config: &Config,
+        load: &LoadSpec,
+        metrics: Metrics,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Backend, Error> {
+        let env = environment(&config.ort_dylib_path)?;
+        // Taken before reading, so that a change made while loading shows up as a new version
+        // to the watch rather than being missed.
+        let fingerprint = Fingerprint::of(&load.dir).ok();
+        let card = ModelSpec::read_card(&load.dir)?;
+        let onnx_path = load.dir.join(MODEL_FILE);
+        // ONNX Runtime's own message for a missing file is vague; name the file instead.
+        std::fs::metadata(&onnx_path).map_err(|source| Error::Read {
+            path: onnx_path.clone(),
+            source,
+        })?;
+        let threads = match load.role {
+            Role::Primary => config.inference_threads,
+            Role::Shadow => config.shadow_inference_threads,
+        }
+        .clamp(1, 1024);
+        let mut sessions = (0..threads)
             .map(|_| new_session(&env, &onnx_path, config.intra_op_threads))
             .collect::<Result<Vec<_>, _>>()?;
         let first = sessions
             .first()
             .ok_or_else(|| Error::Output("no session".into()))?;
         let spec = Arc::new(ModelSpec::check(
-            name,
+            load.name.clone(),
             card,
             onnx_path.clone(),
             first.inputs(),
             first.outputs(),
         )?);
+        // Every session allocates its buffers on its first run; doing that here keeps the cost
+        // off the first requests, and refuses a model that cannot predict before it serves.
+        for session in &mut sessions {
+            warm_up(&spec, session)?;
+        }
 
         let labels = ModelLabels {
             model_version: spec.card.version.clone(),
+        };
+        let queue_metrics = match load.role {
+            Role::Primary => Some((metrics.queue_depth.clone(), metrics.rejected.clone())),
+            Role::Shadow => None,
         };
         let (queue, requests) = mpsc::channel(config.max_queue_size.max(1));
         let (work_tx, work_rx) = std::sync::mpsc::channel::<Batch>();
         let work_rx = Arc::new(Mutex::new(work_rx));
         let permits = Arc::new(Semaphore::new(threads));
+        let prefix = match load.role {
+            Role::Primary => "inference",
+            Role::Shadow => "shadow",
+        };
         for (i, session) in sessions.into_iter().enumerate() {
             let worker = Worker {
                 spec: spec.clone(),
@@ -131,7 +209,7 @@ impl Backend {
                 labels: labels.clone(),
             };
             std::thread::Builder::new()
-                .name(format!("inference-{i}"))
+                .name(format!("{prefix}-{i}"))
                 .spawn(move || worker.run())
                 .map_err(|source| Error::Spawn {
                     what: "an inference thread",
@@ -144,14 +222,17 @@ impl Backend {
             permits.clone(),
             config.max_batch_size.max(1),
             config.max_batch_delay(),
-            metrics.clone(),
+            queue_metrics.as_ref().map(|(depth, _)| depth.clone()),
         ));
         Ok(Backend {
             spec,
+            dir: load.dir.clone(),
+            role: load.role,
+            fingerprint,
             queue,
             permits,
             threads: u32::try_from(threads).unwrap_or(1),
-            metrics,
+            queue_metrics,
         })
     }
 
@@ -159,9 +240,28 @@ impl Backend {
         &self.spec
     }
 
+    /// The folder the model was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The folder's fingerprint taken when the model was loaded.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        self.fingerprint.as_ref()
+    }
+
     /// Queues `columns` for inference and waits for the result. Never blocks the runtime: a
     /// full queue is refused at once.
     pub async fn predict(&self, columns: Columns) -> Result<Predictions, PredictError> {
+        self.submit(columns)?.wait().await
+    }
+
+    /// Queues `columns` without waiting for the result; a full queue is refused at once.
+    pub fn submit(&self, columns: Columns) -> Result<Pending, PredictError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             columns,
@@ -169,17 +269,19 @@ impl Backend {
             reply,
         };
         match self.queue.try_send(job) {
-            Ok(()) => self.metrics.queue_depth.inc(),
-            Err(TrySendError::Full(_)) => {
-                self.metrics.rejected.inc();
-                return Err(PredictError::QueueFull);
+            Ok(()) => {
+                if let Some((depth, _)) = &self.queue_metrics {
+                    depth.inc();
+                }
+                Ok(Pending { answer })
             }
-            Err(TrySendError::Closed(_)) => return Err(PredictError::Closed),
-        };
-        match answer.await {
-            Ok(Ok(predictions)) => Ok(predictions),
-            Ok(Err(message)) => Err(PredictError::Failed(message)),
-            Err(_) => Err(PredictError::Failed("the inference thread stopped".into())),
+            Err(TrySendError::Full(_)) => {
+                if let Some((_, rejected)) = &self.queue_metrics {
+                    rejected.inc();
+                }
+                Err(PredictError::QueueFull)
+            }
+            Err(TrySendError::Closed(_)) => Err(PredictError::Closed),
         }
     }
 
@@ -193,6 +295,40 @@ impl Backend {
             .await
             .map_err(|_| PredictError::Closed)?;
         Ok(PauseGuard { _permits: permits })
+    }
+}
+
+/// A queued prediction; dropping it tells the inference thread to skip the rows.
+pub struct Pending {
+    answer: oneshot::Receiver<Result<Predictions, String>>,
+}
+
+impl Pending {
+    pub async fn wait(self) -> Result<Predictions, PredictError> {
+        match self.answer.await {
+            Ok(Ok(predictions)) => Ok(predictions),
+            Ok(Err(message)) => Err(PredictError::Failed(message)),
+            Err(_) => Err(PredictError::Failed("the inference thread stopped".into())),
+        }
+    }
+}
+
+/// Runs one row of default values (0 for numbers and booleans, "" for categories) through
+/// `session`.
+fn warm_up(spec: &ModelSpec, session: &mut Session) -> Result<(), Error> {
+    let failed = |message: String| Error::WarmUp {
+        model: format!("{} version {}", spec.name, spec.card.version),
+        message,
+    };
+    let columns = model::default_row(spec);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| model::run(spec, session, columns))) {
+        Ok(Ok(predictions)) if predictions.len() == 1 => Ok(()),
+        Ok(Ok(predictions)) => Err(failed(format!(
+            "expected 1 prediction, got {}",
+            predictions.len()
+        ))),
+        Ok(Err(error)) => Err(failed(error.to_string())),
+        Err(_) => Err(failed("inference panicked".into())),
     }
 }
 
@@ -233,15 +369,20 @@ async fn batcher(
     permits: Arc<Semaphore>,
     max_rows: usize,
     delay: Duration,
-    metrics: Metrics,
+    queue_depth: Option<Gauge>,
 ) {
+    let taken = || {
+        if let Some(depth) = &queue_depth {
+            depth.dec();
+        }
+    };
     let mut carried: Option<Job> = None;
     loop {
         let first = match carried.take() {
             Some(job) => job,
             None => match requests.recv().await {
                 Some(job) => {
-                    metrics.queue_depth.dec();
+                    taken();
                     job
                 }
                 None => return,
@@ -265,7 +406,7 @@ async fn batcher(
                     .flatten()
             };
             let Some(job) = next else { break };
-            metrics.queue_depth.dec();
+            taken();
             if rows + job.columns.rows > max_rows {
                 carried = Some(job);
                 break;

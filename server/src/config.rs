@@ -10,7 +10,8 @@ use clap::Parser;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "flywheel-server", version, about)]
 pub struct Config {
-    /// Folder holding model.onnx and model.json, as the trainer writes it.
+    /// Folder holding model.onnx and model.json, as the trainer writes it (a path or a file://
+    /// URI).
     #[arg(long, env = "FLYWHEEL_MODEL_DIR")]
     pub model_dir: PathBuf,
 
@@ -58,7 +59,8 @@ pub struct Config {
     #[arg(long, env = "FLYWHEEL_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 
-    /// Bearer token required on predict and infer routes; unset leaves them open.
+    /// Bearer token required on the predict, infer, feedback and model-load routes; unset leaves
+    /// them open.
     #[arg(long, env = "FLYWHEEL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
@@ -79,6 +81,23 @@ pub struct Config {
     /// Labelled predictions per model version that the online metrics cover.
     #[arg(long, env = "FLYWHEEL_STATS_WINDOW", default_value_t = 1000)]
     pub stats_window: usize,
+
+    /// Seconds between checks of the model folder for a new version (model.json's content,
+    /// model.onnx's size and modification time); a change that stays put for one interval is
+    /// hot-reloaded. 0 turns watching off.
+    #[arg(long, env = "FLYWHEEL_WATCH_INTERVAL_SECONDS", default_value_t = 0)]
+    pub watch_interval_seconds: u64,
+
+    /// Folder of a shadow model (a path or a file:// URI): it receives a copy of every
+    /// prediction request off the hot path, and its predictions go to the prediction log only,
+    /// never to clients. Unset: no shadow.
+    #[arg(long, env = "FLYWHEEL_SHADOW_MODEL_DIR")]
+    pub shadow_model_dir: Option<PathBuf>,
+
+    /// Inference threads of the shadow model. Mirrored requests that find the shadow's queue
+    /// full are dropped (and counted), so a small number bounds the CPU the shadow takes.
+    #[arg(long, env = "FLYWHEEL_SHADOW_INFERENCE_THREADS", default_value_t = 1)]
+    pub shadow_inference_threads: usize,
 
     /// Shut down gracefully once the process with this pid is gone. `flywheel run` passes its own
     /// pid, so a server it started never outlives it, even after `kill -9`.
@@ -111,6 +130,9 @@ impl Config {
             log_segment_bytes: 64 * 1024 * 1024,
             feedback_window: 100_000,
             stats_window: 1000,
+            watch_interval_seconds: 0,
+            shadow_model_dir: None,
+            shadow_inference_threads: 1,
             parent_pid: None,
             ort_dylib_path: std::env::var_os("ORT_DYLIB_PATH")
                 .map(PathBuf::from)
@@ -124,6 +146,11 @@ impl Config {
 
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_micros(self.max_batch_delay_micros)
+    }
+
+    /// How often the model folder is checked for a new version; `None` when watching is off.
+    pub fn watch_interval(&self) -> Option<Duration> {
+        (self.watch_interval_seconds > 0).then(|| Duration::from_secs(self.watch_interval_seconds))
     }
 }
 

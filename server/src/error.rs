@@ -23,6 +23,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A model source that is neither a local folder nor a file:// URI.
+    #[error(
+        "unsupported model source '{uri}': only local folders and file:// URIs are served so far"
+    )]
+    UnsupportedSource { uri: String },
+
     #[error("failed to parse model card {path}: {source}")]
     Card {
         path: PathBuf,
@@ -37,6 +43,18 @@ pub enum Error {
     Ort {
         action: &'static str,
         source: ort::Error,
+    },
+
+    /// The model loaded but could not predict one row of default values.
+    #[error("model {model} failed its warm-up inference: {message}")]
+    WarmUp { model: String, message: String },
+
+    /// A shadow model that cannot be compared with the primary on the same requests.
+    #[error("shadow model {shadow} cannot shadow {primary}: {message}")]
+    ShadowMismatch {
+        primary: String,
+        shadow: String,
+        message: String,
     },
 
     /// The model produced something the card does not describe.

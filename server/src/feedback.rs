@@ -2,22 +2,24 @@
 //! model version over the last `--stats-window` labelled predictions.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::metrics::{FeedbackLabels, Metrics, ModelLabels};
 
 /// What the model said for one row.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Predicted {
-    /// Index into the card's classes.
+    /// Index into the classes of the version that predicted it.
     Class(usize),
     Value(f64),
 }
 
-/// The true outcome, validated against the model.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The true outcome, validated against the serving model.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Actual {
-    Class(usize),
+    /// A class label. Kept as text, not an index: the version that made a prediction (an older
+    /// primary, a shadow) may order its classes differently from the one serving now.
+    Class(String),
     Value(f64),
 }
 
@@ -41,10 +43,19 @@ impl Outcome {
     }
 }
 
-struct Entry {
-    version: String,
+/// One model version's prediction for a request id.
+struct Scored {
+    version: Arc<str>,
     predicted: Predicted,
-    labelled: bool,
+    /// Whether it has a score in its version's window.
+    scored: bool,
+}
+
+struct Entry {
+    /// The primary's prediction first, then any shadow's for the same request id.
+    predictions: Vec<Scored>,
+    /// The latest feedback, kept so that a shadow prediction arriving after it is scored too.
+    actual: Option<Actual>,
 }
 
 /// One labelled prediction's contribution to the online metric.
@@ -55,9 +66,11 @@ enum Score {
 }
 
 impl Score {
-    fn of(predicted: &Predicted, actual: Actual) -> Score {
+    fn of(predicted: &Predicted, classes: &[String], actual: &Actual) -> Score {
         match (predicted, actual) {
-            (Predicted::Class(p), Actual::Class(a)) => Score::Correct(*p == a),
+            (Predicted::Class(p), Actual::Class(a)) => {
+                Score::Correct(classes.get(*p).is_some_and(|label| label == a))
+            }
             (Predicted::Value(p), Actual::Value(a)) => Score::Error(p - a),
             // A model swap between prediction and feedback could change the task; such a pair
             // cannot be scored as either, so it counts as wrong rather than vanishing.
@@ -68,6 +81,8 @@ impl Score {
 
 #[derive(Default)]
 struct VersionStats {
+    /// The version's class labels, which its predicted indices refer to.
+    classes: Vec<String>,
     predictions: u64,
     labelled: u64,
     /// (request id, score), newest last, at most `--stats-window` long.
@@ -114,6 +129,30 @@ impl VersionStats {
             mae: ratio(absolute, errors),
         }
     }
+
+    /// Scores `id`'s prediction: a new entry in the window, or (`rescore`) a replacement of the
+    /// earlier score where it is still in the window.
+    fn score(
+        &mut self,
+        id: &str,
+        predicted: &Predicted,
+        actual: &Actual,
+        rescore: bool,
+        max: usize,
+    ) {
+        let score = Score::of(predicted, &self.classes, actual);
+        if rescore {
+            if let Some(slot) = self.window.iter_mut().find(|(i, _)| i == id) {
+                slot.1 = score;
+            }
+            return;
+        }
+        self.labelled += 1;
+        self.window.push_back((id.to_string(), score));
+        while self.window.len() > max {
+            self.window.pop_front();
+        }
+    }
 }
 
 struct Inner {
@@ -121,6 +160,18 @@ struct Inner {
     /// Request ids in arrival order, for evicting the oldest.
     order: VecDeque<String>,
     versions: HashMap<String, VersionStats>,
+}
+
+impl Inner {
+    /// The stats of `version`, created with its classes on first sight.
+    fn version(&mut self, version: &str, classes: &[String]) -> &mut VersionStats {
+        self.versions
+            .entry(version.to_string())
+            .or_insert_with(|| VersionStats {
+                classes: classes.to_vec(),
+                ..VersionStats::default()
+            })
+    }
 }
 
 /// The feedback index and online stats; one lock, held only for map operations.
@@ -153,8 +204,15 @@ impl FeedbackIndex {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers predictions (request id, predicted) of `version`.
-    pub fn record(&self, version: &str, rows: impl IntoIterator<Item = (String, Predicted)>) {
+    /// Remembers the primary's predictions (request id, predicted) of `version`, whose class
+    /// labels are `classes`.
+    pub fn record(
+        &self,
+        version: &str,
+        classes: &[String],
+        rows: impl IntoIterator<Item = (String, Predicted)>,
+    ) {
+        let shared: Arc<str> = Arc::from(version);
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut added = 0;
@@ -164,9 +222,12 @@ impl FeedbackIndex {
                 continue;
             }
             let entry = Entry {
-                version: version.to_string(),
-                predicted,
-                labelled: false,
+                predictions: vec![Scored {
+                    version: shared.clone(),
+                    predicted,
+                    scored: false,
+                }],
+                actual: None,
             };
             if inner.entries.insert(id.clone(), entry).is_none() {
                 inner.order.push_back(id);
@@ -180,19 +241,83 @@ impl FeedbackIndex {
                 }
             }
         }
-        inner
-            .versions
-            .entry(version.to_string())
-            .or_default()
-            .predictions += added;
+        inner.version(version, classes).predictions += added;
     }
 
-    /// The version that predicted `id`, if it is in the window.
+    /// Adds a shadow model's predictions for request ids the primary already predicted. Ids no
+    /// longer in the window are only counted; ids that already have feedback are scored at once.
+    pub fn record_shadow(
+        &self,
+        version: &str,
+        classes: &[String],
+        rows: impl IntoIterator<Item = (String, Predicted)>,
+    ) {
+        let shared: Arc<str> = Arc::from(version);
+        let mut touched = false;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.version(version, classes);
+        let mut added = 0;
+        for (id, predicted) in rows {
+            added += 1;
+            let Some(entry) = inner.entries.get_mut(&id) else {
+                continue;
+            };
+            let Some(stats) = inner.versions.get_mut(version) else {
+                continue;
+            };
+            let slot = match entry
+                .predictions
+                .iter()
+                .position(|p| *p.version == *version)
+            {
+                Some(i) => i,
+                None => {
+                    entry.predictions.push(Scored {
+                        version: shared.clone(),
+                        predicted: predicted.clone(),
+                        scored: false,
+                    });
+                    entry.predictions.len() - 1
+                }
+            };
+            let Some(scored) = entry.predictions.get_mut(slot) else {
+                continue;
+            };
+            scored.predicted = predicted;
+            if let Some(actual) = &entry.actual {
+                stats.score(
+                    &id,
+                    &scored.predicted,
+                    actual,
+                    scored.scored,
+                    self.stats_window,
+                );
+                scored.scored = true;
+                touched = true;
+            }
+        }
+        let summary = inner.versions.get_mut(version).map(|stats| {
+            stats.predictions += added;
+            stats.summary(version)
+        });
+        drop(guard);
+        if touched && let Some(summary) = summary {
+            self.publish(&summary);
+        }
+    }
+
+    /// The version that predicted `id` for clients (the primary), if it is in the window.
     pub fn version_of(&self, id: &str) -> Option<String> {
-        self.lock().entries.get(id).map(|e| e.version.clone())
+        self.lock()
+            .entries
+            .get(id)
+            .and_then(|e| e.predictions.first())
+            .map(|p| p.version.to_string())
     }
 
-    /// Joins `actual` with the prediction `id`; the last feedback for an id wins.
+    /// Joins `actual` with the predictions for `id` (the primary's and any shadow's); the last
+    /// feedback for an id wins.
     pub fn label(&self, id: &str, actual: Actual, served_version: &str) -> Outcome {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -201,35 +326,43 @@ impl FeedbackIndex {
             self.count(served_version, Outcome::Unknown);
             return Outcome::Unknown;
         };
-        let score = Score::of(&entry.predicted, actual);
-        let outcome = if entry.labelled {
+        let outcome = if entry.actual.is_some() {
             Outcome::Duplicate
         } else {
             Outcome::Accepted
         };
-        entry.labelled = true;
-        let version = entry.version.clone();
-        let stats = inner.versions.entry(version.clone()).or_default();
-        match outcome {
-            Outcome::Duplicate => {
-                // Replace the earlier score where it is still in the window.
-                if let Some(slot) = stats.window.iter_mut().find(|(i, _)| i == id) {
-                    slot.1 = score;
-                }
-            }
-            _ => {
-                stats.labelled += 1;
-                stats.window.push_back((id.to_string(), score));
-                while stats.window.len() > self.stats_window {
-                    stats.window.pop_front();
-                }
-            }
+        let mut summaries = Vec::with_capacity(entry.predictions.len());
+        for prediction in &mut entry.predictions {
+            let Some(stats) = inner.versions.get_mut(&*prediction.version) else {
+                continue;
+            };
+            stats.score(
+                id,
+                &prediction.predicted,
+                &actual,
+                prediction.scored,
+                self.stats_window,
+            );
+            prediction.scored = true;
+            summaries.push(stats.summary(&prediction.version));
         }
-        let summary = stats.summary(&version);
+        let primary = entry
+            .predictions
+            .first()
+            .map_or_else(|| served_version.to_string(), |p| p.version.to_string());
+        entry.actual = Some(actual);
         drop(guard);
-        self.count(&version, outcome);
+        self.count(&primary, outcome);
+        for summary in &summaries {
+            self.publish(summary);
+        }
+        outcome
+    }
+
+    /// Sets the online metric gauges of `summary`'s version.
+    fn publish(&self, summary: &Summary) {
         let labels = ModelLabels {
-            model_version: version,
+            model_version: summary.model_version.clone(),
         };
         if let Some(accuracy) = summary.accuracy {
             self.metrics
@@ -243,7 +376,6 @@ impl FeedbackIndex {
         if let Some(mae) = summary.mae {
             self.metrics.online_mae.get_or_create(&labels).set(mae);
         }
-        outcome
     }
 
     fn count(&self, version: &str, outcome: Outcome) {
@@ -278,24 +410,33 @@ mod tests {
         FeedbackIndex::new(capacity, window, Metrics::new(&mut Registry::default()))
     }
 
+    fn classes() -> Vec<String> {
+        vec!["a".to_string(), "b".to_string()]
+    }
+
+    fn class(label: &str) -> Actual {
+        Actual::Class(label.to_string())
+    }
+
     #[test]
     fn evicts_oldest_and_scores_the_window() {
         let index = index(2, 2);
         index.record(
             "v1",
+            &classes(),
             [
                 ("a".to_string(), Predicted::Class(0)),
                 ("b".to_string(), Predicted::Class(1)),
                 ("c".to_string(), Predicted::Class(1)),
             ],
         );
-        assert_eq!(index.label("a", Actual::Class(0), "v1"), Outcome::Unknown);
-        assert_eq!(index.label("b", Actual::Class(0), "v1"), Outcome::Accepted);
-        assert_eq!(index.label("c", Actual::Class(1), "v1"), Outcome::Accepted);
+        assert_eq!(index.label("a", class("a"), "v1"), Outcome::Unknown);
+        assert_eq!(index.label("b", class("a"), "v1"), Outcome::Accepted);
+        assert_eq!(index.label("c", class("b"), "v1"), Outcome::Accepted);
         let s = &index.summaries()[0];
         assert_eq!((s.predictions, s.labelled, s.window), (3, 2, 2));
         assert_eq!(s.accuracy, Some(0.5));
-        assert_eq!(index.label("b", Actual::Class(1), "v1"), Outcome::Duplicate);
+        assert_eq!(index.label("b", class("b"), "v1"), Outcome::Duplicate);
         let s = &index.summaries()[0];
         assert_eq!((s.labelled, s.accuracy), (2, Some(1.0)));
     }
@@ -305,6 +446,7 @@ mod tests {
         let index = index(10, 10);
         index.record(
             "v",
+            &[],
             [
                 ("a".to_string(), Predicted::Value(1.0)),
                 ("b".to_string(), Predicted::Value(5.0)),
@@ -316,5 +458,64 @@ mod tests {
         assert_eq!(s.mae, Some(3.5));
         assert_eq!(s.rmse, Some(12.5f64.sqrt()));
         assert_eq!(s.accuracy, None);
+    }
+
+    #[test]
+    fn shadow_predictions_are_scored_with_the_primary() {
+        let index = index(10, 10);
+        index.record("p", &classes(), [("x".to_string(), Predicted::Class(0))]);
+        // The shadow orders its classes differently: index 0 is "b" there.
+        let shadow_classes = vec!["b".to_string(), "a".to_string()];
+        index.record_shadow(
+            "s",
+            &shadow_classes,
+            [("x".to_string(), Predicted::Class(1))],
+        );
+        // An id the primary never predicted is counted, not indexed.
+        index.record_shadow(
+            "s",
+            &shadow_classes,
+            [("y".to_string(), Predicted::Class(0))],
+        );
+        assert_eq!(index.label("x", class("a"), "p"), Outcome::Accepted);
+        let summaries = index.summaries();
+        assert_eq!(summaries.len(), 2);
+        let (p, s) = (&summaries[0], &summaries[1]);
+        assert_eq!(
+            (p.model_version.as_str(), p.labelled, p.accuracy),
+            ("p", 1, Some(1.0))
+        );
+        assert_eq!(
+            (
+                s.model_version.as_str(),
+                s.predictions,
+                s.labelled,
+                s.accuracy
+            ),
+            ("s", 2, 1, Some(1.0))
+        );
+        assert_eq!(index.version_of("x").as_deref(), Some("p"));
+
+        // A shadow prediction arriving after the feedback is scored at once.
+        index.record("p", &classes(), [("z".to_string(), Predicted::Class(1))]);
+        assert_eq!(index.label("z", class("b"), "p"), Outcome::Accepted);
+        index.record_shadow(
+            "s",
+            &shadow_classes,
+            [("z".to_string(), Predicted::Class(1))],
+        );
+        let s = &index.summaries()[1];
+        assert_eq!((s.labelled, s.accuracy), (2, Some(0.5)));
+        // Corrected feedback rescores both, counting nothing twice.
+        assert_eq!(index.label("z", class("a"), "p"), Outcome::Duplicate);
+        let summaries = index.summaries();
+        assert_eq!(
+            (summaries[0].labelled, summaries[0].accuracy),
+            (2, Some(0.5))
+        );
+        assert_eq!(
+            (summaries[1].labelled, summaries[1].accuracy),
+            (2, Some(1.0))
+        );
     }
 }

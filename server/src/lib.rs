@@ -12,6 +12,9 @@ pub mod input;
 pub mod metrics;
 pub mod model;
 pub mod prediction_log;
+pub mod reload;
+pub mod shadow;
+pub mod source;
 pub mod state;
 
 use std::future::Future;
@@ -46,6 +49,9 @@ pub async fn serve(
         })
         .await
         .map_err(Error::Serve)?;
+    // Shadow predictions of answered requests are logged before the log closes (bounded: they
+    // are best effort).
+    state.drain_mirrors(state.config().request_timeout()).await;
     // Every acknowledged record is already on disk; this writes anything still queued and
     // stops the writer.
     if let Some(log) = state.log() {

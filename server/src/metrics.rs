@@ -31,6 +31,12 @@ pub struct FeedbackLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// success or failure.
+    pub result: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -50,6 +56,9 @@ pub struct Metrics {
     pub online_accuracy: Family<ModelLabels, FloatGauge>,
     pub online_rmse: Family<ModelLabels, FloatGauge>,
     pub online_mae: Family<ModelLabels, FloatGauge>,
+    pub reloads: Family<ReloadLabels, Counter>,
+    pub shadow_dropped: Counter,
+    pub shadow_failures: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -76,6 +85,9 @@ impl Metrics {
             online_accuracy: Family::default(),
             online_rmse: Family::default(),
             online_mae: Family::default(),
+            reloads: Family::default(),
+            shadow_dropped: Counter::default(),
+            shadow_failures: Counter::default(),
         };
         registry.register(
             "flywheel_server_request_duration_seconds",
@@ -137,6 +149,31 @@ impl Metrics {
             "MAE over the last --stats-window labelled predictions (regression)",
             metrics.online_mae.clone(),
         );
+        registry.register(
+            "flywheel_server_model_reloads",
+            "Model loads through the repository API or the folder watch, by result (success, failure)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "flywheel_server_shadow_dropped",
+            "Requests not mirrored to the shadow model because its queue was full",
+            metrics.shadow_dropped.clone(),
+        );
+        registry.register(
+            "flywheel_server_shadow_failures",
+            "Mirrored requests the shadow model failed to predict or log",
+            metrics.shadow_failures.clone(),
+        );
         metrics
+    }
+
+    /// Counts one reload attempt.
+    pub fn reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 }

@@ -251,6 +251,23 @@ impl Columns {
     }
 }
 
+/// One row of default values, in the card's input order: 0 for numeric and boolean columns, ""
+/// (the missing category) for categorical ones. Used to warm a session up.
+pub fn default_row(spec: &ModelSpec) -> Columns {
+    Columns {
+        rows: 1,
+        data: spec
+            .card
+            .inputs
+            .iter()
+            .map(|column| match column.kind {
+                ColumnKind::Categorical => ColumnData::Str(vec![String::new()]),
+                ColumnKind::Numeric | ColumnKind::Boolean => ColumnData::F32(vec![0.0]),
+            })
+            .collect(),
+    }
+}
+
 /// What the model returned for a batch of rows.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Labels {

@@ -42,6 +42,10 @@ pub enum Record<'a> {
         /// Classifiers only: probability per class.
         #[serde(skip_serializing_if = "Option::is_none")]
         probabilities: Option<std::collections::BTreeMap<&'a str, f32>>,
+        /// Set (true) on a shadow model's prediction, which carries the primary's request id and
+        /// was never returned to the client; absent on the primary's.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        shadow: bool,
     },
     Feedback {
         request_id: &'a str,

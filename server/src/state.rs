@@ -1,18 +1,23 @@
 //! What every request handler shares.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::http::{HeaderMap, StatusCode, header};
 use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, LoadSpec, Role};
 use crate::config::Config;
 use crate::error::{ApiError, Error};
 use crate::feedback::FeedbackIndex;
 use crate::metrics::Metrics;
+use crate::model::{Columns, ModelSpec};
 use crate::prediction_log::PredictionLog;
+use crate::reload;
+use crate::shadow::{self, InFlight, Mirror};
 
 /// Cheap to clone; handlers receive it through axum's `State`.
 #[derive(Clone)]
@@ -20,9 +25,31 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the state alive, for background tasks that should end with it.
+#[derive(Clone)]
+pub(crate) struct WeakState(Weak<Inner>);
+
+impl WeakState {
+    pub(crate) fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
+    }
+}
+
 struct Inner {
-    // Swapped whole by the hot-reload slice; a shadow model will sit beside it.
+    /// Read once per request (the handler keeps its `Arc` to the end), so a swap never changes
+    /// the model under a request; the old one drains as its last requests finish.
     model: ArcSwap<Backend>,
+    shadow: ArcSwapOption<Backend>,
+    /// Requests on their way to the shadow, bounded; see [`crate::shadow`].
+    mirrors: mpsc::Sender<Mirror>,
+    /// Mirrors accepted and not yet finished (predicted and logged, dropped or failed).
+    mirrors_in_flight: Arc<AtomicUsize>,
+    mirroring: AtomicBool,
+    /// One reload at a time (the API and the watch share it).
+    reloads: tokio::sync::Mutex<()>,
+    /// Why the latest reload failed; cleared by a successful one.
+    reload_error: Mutex<Option<String>>,
+    runtime: tokio::runtime::Handle,
     config: Config,
     metrics: Metrics,
     registry: Registry,
@@ -32,8 +59,13 @@ struct Inner {
 }
 
 impl AppState {
-    /// Loads the model of `config` and starts its inference threads. Needs a tokio runtime.
+    /// Loads the model of `config` (and its shadow, if any), starts their inference threads and
+    /// the background tasks (shadow mirroring, the folder watch). Needs a tokio runtime.
     pub fn load(config: Config) -> Result<AppState, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| Error::Spawn {
+            what: "the server's background tasks",
+            source: std::io::Error::other(e),
+        })?;
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let backend = Backend::load(&config, metrics.clone())?;
@@ -43,15 +75,41 @@ impl AppState {
             threads = config.inference_threads,
             "model loaded"
         );
+        let shadow = match &config.shadow_model_dir {
+            Some(dir) => {
+                let load = LoadSpec {
+                    dir: crate::source::resolve(dir)?,
+                    name: backend.spec().name.clone(),
+                    role: Role::Shadow,
+                };
+                let shadow = Backend::open(&config, &load, metrics.clone(), &runtime)?;
+                shadow::check_pair(backend.spec(), shadow.spec())?;
+                tracing::info!(
+                    version = %shadow.spec().card.version,
+                    threads = config.shadow_inference_threads,
+                    "shadow model loaded"
+                );
+                Some(Arc::new(shadow))
+            }
+            None => None,
+        };
         let log = match &config.log_dir {
             Some(dir) => Some(PredictionLog::open(dir, config.log_segment_bytes)?),
             None => None,
         };
         let feedback =
             FeedbackIndex::new(config.feedback_window, config.stats_window, metrics.clone());
-        Ok(AppState {
+        let (mirrors, mirrored) = mpsc::channel(config.max_queue_size.max(1));
+        let state = AppState {
             inner: Arc::new(Inner {
                 model: ArcSwap::from_pointee(backend),
+                shadow: ArcSwapOption::new(shadow),
+                mirrors,
+                mirrors_in_flight: Arc::new(AtomicUsize::new(0)),
+                mirroring: AtomicBool::new(true),
+                reloads: tokio::sync::Mutex::new(()),
+                reload_error: Mutex::new(None),
+                runtime: runtime.clone(),
                 config,
                 metrics,
                 log,
@@ -59,7 +117,104 @@ impl AppState {
                 registry,
                 ready: AtomicBool::new(true),
             }),
-        })
+        };
+        runtime.spawn(shadow::dispatch(state.downgrade(), mirrored));
+        if let Some(interval) = state.config().watch_interval() {
+            tracing::info!(
+                seconds = interval.as_secs(),
+                "watching the model folder for new versions"
+            );
+            runtime.spawn(reload::watch(state.downgrade(), interval));
+        }
+        Ok(state)
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakState {
+        WeakState(Arc::downgrade(&self.inner))
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
+    }
+
+    /// The shadow model, when one is loaded.
+    pub fn shadow(&self) -> Option<Arc<Backend>> {
+        self.inner.shadow.load_full()
+    }
+
+    /// Serves `backend` from now on and returns the model it replaces.
+    pub(crate) fn swap_primary(&self, backend: Backend) -> Arc<Backend> {
+        self.inner.model.swap(Arc::new(backend))
+    }
+
+    /// Mirrors to `backend` from now on (none: stop mirroring) and returns the shadow it replaces.
+    pub(crate) fn swap_shadow(&self, backend: Option<Backend>) -> Option<Arc<Backend>> {
+        self.inner.shadow.swap(backend.map(Arc::new))
+    }
+
+    /// Held while a reload loads and swaps models.
+    pub(crate) async fn lock_reloads(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.reloads.lock().await
+    }
+
+    /// Why the latest reload failed, if it did.
+    pub fn reload_error(&self) -> Option<String> {
+        self.inner
+            .reload_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_reload_error(&self, error: Option<String>) {
+        *self
+            .inner
+            .reload_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    /// A copy of `columns` for the shadow, taken before the primary consumes them; `None` (and
+    /// no copy) when there is no shadow to mirror to.
+    pub(crate) fn mirror_copy(&self, columns: &Columns) -> Option<Columns> {
+        let mirroring =
+            self.inner.mirroring.load(Ordering::Relaxed) && self.inner.shadow.load().is_some();
+        mirroring.then(|| columns.clone())
+    }
+
+    /// Hands a request the primary has answered to the shadow. Never waits: when the mirror
+    /// queue is full the copy is dropped and counted.
+    pub(crate) fn mirror(&self, primary: Arc<ModelSpec>, columns: Columns, ids: Vec<String>) {
+        let mirror = Mirror {
+            primary,
+            columns,
+            ids,
+            _in_flight: InFlight::start(&self.inner.mirrors_in_flight),
+        };
+        match self.inner.mirrors.try_send(mirror) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inner.metrics.shadow_dropped.inc();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Stops mirroring and waits (at most `timeout`) for mirrored requests to be predicted and
+    /// logged, so that shutdown closes the log after them.
+    pub(crate) async fn drain_mirrors(&self, timeout: Duration) {
+        self.inner.mirroring.store(false, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.mirrors_in_flight.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    pending = self.inner.mirrors_in_flight.load(Ordering::Acquire),
+                    "shadow predictions still pending at shutdown; they are not logged"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -246,6 +246,8 @@ async fn metrics_expose_every_family() {
         "flywheel_server_predictions_total",
         "flywheel_server_queue_depth",
         "flywheel_server_queue_rejections_total",
+        "flywheel_server_shadow_dropped_total",
+        "flywheel_server_shadow_failures_total",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
@@ -284,6 +286,9 @@ async fn openapi_lists_every_route() {
         ("/v2/models/{name}/versions/{version}/ready", "get"),
         ("/v2/models/{name}/infer", "post"),
         ("/v2/models/{name}/versions/{version}/infer", "post"),
+        ("/v2/repository/index", "get"),
+        ("/v2/repository/index", "post"),
+        ("/v2/repository/models/{name}/load", "post"),
         ("/metrics", "get"),
         ("/api-doc/openapi.json", "get"),
     ] {
@@ -294,7 +299,7 @@ async fn openapi_lists_every_route() {
     }
     assert_eq!(
         paths.len(),
-        16,
+        18,
         "unexpected paths: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
@@ -306,6 +311,9 @@ async fn openapi_lists_every_route() {
         "InferRequest",
         "InferResponse",
         "ModelMetadata",
+        "LoadRequest",
+        "LoadResponse",
+        "IndexEntry",
     ] {
         assert!(
             schemas.contains_key(schema),

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{JsonBody, Values, prediction_values};
-use crate::backend::Backend;
+use crate::backend::Role;
 use crate::error::{ApiError, ErrorBody};
 use crate::feedback::{Actual, Outcome, Predicted};
 use crate::model::{ColumnData, Columns, Labels, ModelSpec, Predictions};
@@ -51,6 +51,9 @@ pub struct FeedbackResponse {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionStats {
     pub model_version: String,
+    /// `primary` or `shadow` for the versions loaded now; absent for earlier ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Rows predicted since start.
     pub predictions: u64,
     /// Predictions that received feedback since start.
@@ -118,16 +121,16 @@ fn number(v: f32) -> Value {
     serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
 }
 
-/// Logs the predictions (when the log is on; fsynced before returning) and remembers them for
-/// feedback. `inputs` comes from [`row_inputs`].
+/// Logs the predictions of `spec` in `role` (when the log is on; fsynced before returning) and
+/// remembers them for feedback. `inputs` comes from [`row_inputs`].
 pub(crate) async fn record_predictions(
     state: &AppState,
-    model: &Backend,
+    spec: &ModelSpec,
+    role: Role,
     inputs: Option<Vec<Map<String, Value>>>,
     predictions: &Predictions,
     ids: &[String],
 ) -> Result<(), ApiError> {
-    let spec = model.spec();
     let version = &spec.card.version;
     if let (Some(log), Some(inputs)) = (state.log(), inputs) {
         let time = now();
@@ -157,6 +160,7 @@ pub(crate) async fn record_predictions(
                     inputs,
                     prediction,
                     probabilities,
+                    shadow: role == Role::Shadow,
                 },
             );
         }
@@ -166,9 +170,13 @@ pub(crate) async fn record_predictions(
         Labels::Class(indices) => indices.iter().map(|&i| Predicted::Class(i)).collect(),
         Labels::Value(values) => values.iter().map(|&v| Predicted::Value(v)).collect(),
     };
-    state
-        .feedback()
-        .record(version, ids.iter().cloned().zip(predicted));
+    let rows = ids.iter().cloned().zip(predicted);
+    match role {
+        Role::Primary => state.feedback().record(version, &spec.card.classes, rows),
+        Role::Shadow => state
+            .feedback()
+            .record_shadow(version, &spec.card.classes, rows),
+    }
     Ok(())
 }
 
@@ -184,7 +192,7 @@ fn actual(spec: &ModelSpec, value: &Value, field: &str) -> Result<Actual, ApiErr
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         };
-        text.and_then(|t| classes.iter().position(|c| *c == t))
+        text.and_then(|t| classes.iter().find(|c| **c == t).cloned())
             .map(Actual::Class)
             .ok_or_else(|| {
                 ApiError::field(
@@ -346,7 +354,7 @@ pub async fn feedback(
     tag = "feedback",
     params(("name" = String, Path, description = "Model name")),
     responses(
-        (status = 200, description = "Predictions, feedback and online metrics per model version", body = StatsResponse),
+        (status = 200, description = "Predictions, feedback and online metrics per model version, the shadow's included", body = StatsResponse),
         (status = 404, description = "Unknown model", body = ErrorBody)
     )
 )]
@@ -356,11 +364,23 @@ pub async fn stats(
 ) -> Result<Json<StatsResponse>, ApiError> {
     let model = state.model(&name)?;
     let spec = model.spec();
+    let shadow = state.shadow();
+    let mut loaded = vec![(spec.card.version.clone(), Role::Primary)];
+    if let Some(shadow) = &shadow {
+        loaded.push((shadow.spec().card.version.clone(), Role::Shadow));
+    }
+    let role_of = |version: &str| {
+        loaded
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, role)| role.as_str().to_string())
+    };
     let mut versions: Vec<VersionStats> = state
         .feedback()
         .summaries()
         .into_iter()
         .map(|s| VersionStats {
+            role: role_of(&s.model_version),
             model_version: s.model_version,
             predictions: s.predictions,
             labelled: s.labelled,
@@ -370,19 +390,20 @@ pub async fn stats(
             mae: s.mae,
         })
         .collect();
-    if !versions
-        .iter()
-        .any(|v| v.model_version == spec.card.version)
-    {
-        versions.push(VersionStats {
-            model_version: spec.card.version.clone(),
-            predictions: 0,
-            labelled: 0,
-            window: 0,
-            accuracy: None,
-            rmse: None,
-            mae: None,
-        });
+    // The loaded versions are listed even before their first prediction.
+    for (version, role) in &loaded {
+        if !versions.iter().any(|v| v.model_version == *version) {
+            versions.push(VersionStats {
+                model_version: version.clone(),
+                role: Some(role.as_str().to_string()),
+                predictions: 0,
+                labelled: 0,
+                window: 0,
+                accuracy: None,
+                rmse: None,
+                mae: None,
+            });
+        }
     }
     Ok(Json(StatsResponse {
         model: spec.name.clone(),

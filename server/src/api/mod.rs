@@ -2,6 +2,7 @@
 
 pub mod feedback;
 pub mod openapi;
+pub mod repository;
 pub mod v1;
 pub mod v2;
 
@@ -98,6 +99,14 @@ pub fn router(state: AppState) -> Router {
             "/v2/models/{name}/versions/{version}/infer",
             axum::routing::post(v2::infer_version),
         )
+        .route(
+            "/v2/repository/index",
+            get(repository::index).post(repository::index_post),
+        )
+        .route(
+            "/v2/repository/models/{name}/load",
+            axum::routing::post(repository::load),
+        )
         .route("/metrics", get(metrics_text))
         .route("/api-doc/openapi.json", get(openapi::document))
         .fallback(not_found)
@@ -118,6 +127,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The model version that answered a request, set by prediction handlers: a request that began
+/// before a reload is labelled with the version that served it, not the one serving at its end.
+#[derive(Clone, Debug)]
+pub struct ServedVersion(pub String);
+
 /// Records latency and outcome of every request by route template.
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -128,11 +142,15 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
+    let model_version = match response.extensions().get::<ServedVersion>() {
+        Some(ServedVersion(version)) => version.clone(),
+        None => state.current().spec().card.version.clone(),
+    };
     let labels = RequestLabels {
         method,
         route,
         code: response.status().as_u16(),
-        model_version: state.current().spec().card.version.clone(),
+        model_version,
     };
     let metrics = state.metrics();
     metrics
@@ -172,44 +190,71 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<JsonBody, ApiError> {
-        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
-            let essence = content_type
-                .to_str()
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            let json = essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"));
-            if !json {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!("expected content-type application/json, got '{essence}'"),
-                )
-                .at("content-type"));
-            }
-        }
-        let limit = state.config().max_body_bytes;
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                let status = rejection.status();
-                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("request body is larger than {limit} bytes (--max-body-bytes)")
-                } else {
-                    format!("failed to read the request body: {}", rejection.body_text())
-                };
-                ApiError::new(status, message).at("body")
-            })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::field(
-                "body",
-                format!("invalid JSON: {e} (NaN and Infinity are not JSON)"),
-            )
-        })
+        let bytes = body_bytes(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Like [`JsonBody`], for routes where the body may be left out: an empty body is `None`.
+pub struct OptionalJsonBody(pub Option<Value>);
+
+impl FromRequest<AppState> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: Request,
+        state: &AppState,
+    ) -> Result<OptionalJsonBody, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
+    }
+}
+
+/// The body of `request`, after checking its content type (a missing one is accepted) and size.
+async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let json = essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("expected content-type application/json, got '{essence}'"),
+            )
+            .at("content-type"));
+        }
+    }
+    let limit = state.config().max_body_bytes;
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body is larger than {limit} bytes (--max-body-bytes)")
+            } else {
+                format!("failed to read the request body: {}", rejection.body_text())
+            };
+            ApiError::new(status, message).at("body")
+        })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::field(
+            "body",
+            format!("invalid JSON: {e} (NaN and Infinity are not JSON)"),
+        )
+    })
 }
 
 /// Runs `columns` through `backend` within the request timeout, mapping failures to answers.

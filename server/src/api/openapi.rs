@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{feedback, v1, v2};
+use super::{feedback, repository, v1, v2};
 use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "flywheel-server",
-        description = "Serves a Flywheel model over KServe V1 and the Open Inference Protocol (V2), and takes feedback."
+        description = "Serves a Flywheel model over KServe V1 and the Open Inference Protocol (V2), takes feedback, and hot-reloads new versions."
     ),
     paths(
         v1::list_models,
@@ -31,6 +31,9 @@ use crate::error::ErrorBody;
         v2::model_version_ready,
         v2::infer,
         v2::infer_version,
+        repository::load,
+        repository::index,
+        repository::index_post,
         super::metrics_text,
         document,
     ),
@@ -57,12 +60,17 @@ use crate::error::ErrorBody;
         v2::InferRequest,
         v2::ResponseOutput,
         v2::InferResponse,
+        repository::LoadParameters,
+        repository::LoadRequest,
+        repository::LoadResponse,
+        repository::IndexEntry,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "v1", description = "KServe V1 protocol"),
         (name = "v2", description = "Open Inference Protocol (KServe V2)"),
         (name = "feedback", description = "Actual outcomes joined with predictions; online metrics"),
+        (name = "repository", description = "Model repository extension: hot reload and the loaded models"),
         (name = "operations", description = "Metrics and this document")
     )
 )]

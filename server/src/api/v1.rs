@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{JsonBody, Values, prediction_values};
+use super::{JsonBody, ServedVersion, Values, prediction_values};
+use crate::backend::Role;
 use crate::error::{ApiError, ErrorBody};
 use crate::input;
 use crate::model::{ModelSpec, Predictions};
@@ -114,7 +115,7 @@ pub async fn predict(
     Path(name_action): Path<String>,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
-) -> Result<Json<PredictResponse>, ApiError> {
+) -> Result<(Extension<ServedVersion>, Json<PredictResponse>), ApiError> {
     let Some((name, action)) = name_action.rsplit_once(':') else {
         return Err(ApiError::not_found(format!(
             "POST /v1/models/{name_action}:predict to predict with '{name_action}'"
@@ -130,18 +131,27 @@ pub async fn predict(
     let JsonBody(body) = body?;
     let columns = input::from_instances(model.spec(), &body, state.config().max_instances)?;
     let rows = columns.rows;
-    let inputs = super::feedback::row_inputs(&state, model.spec(), &columns);
+    let spec = model.spec();
+    let inputs = super::feedback::row_inputs(&state, spec, &columns);
+    let mirror = state.mirror_copy(&columns);
     let predictions = super::run(&state, &model, columns).await?;
-    let response = response(model.spec(), &predictions, rows);
+    let response = response(spec, &predictions, rows);
     super::feedback::record_predictions(
         &state,
-        &model,
+        spec,
+        Role::Primary,
         inputs,
         &predictions,
         &response.request_ids,
     )
     .await?;
-    Ok(Json(response))
+    if let Some(columns) = mirror {
+        state.mirror(spec.clone(), columns, response.request_ids.clone());
+    }
+    Ok((
+        Extension(ServedVersion(spec.card.version.clone())),
+        Json(response),
+    ))
 }
 
 fn response(spec: &ModelSpec, predictions: &Predictions, rows: usize) -> PredictResponse {

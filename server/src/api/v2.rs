@@ -1,15 +1,16 @@
 //! Open Inference Protocol (KServe V2) over REST.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use flywheel_core::model_card::ColumnKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{JsonBody, Values, prediction_values};
+use super::{JsonBody, ServedVersion, Values, prediction_values};
+use crate::backend::Role;
 use crate::error::{ApiError, ErrorBody};
 use crate::input;
 use crate::model::{LabelOutput, ModelSpec, Predictions};
@@ -127,7 +128,7 @@ pub async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata {
         name: "flywheel-server".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: Vec::new(),
+        extensions: vec!["model_repository".into()],
     })
 }
 
@@ -324,7 +325,7 @@ pub async fn infer(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
-) -> Result<Json<InferResponse>, ApiError> {
+) -> Result<(Extension<ServedVersion>, Json<InferResponse>), ApiError> {
     infer_inner(state, &name, None, &headers, body).await
 }
 
@@ -349,7 +350,7 @@ pub async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
-) -> Result<Json<InferResponse>, ApiError> {
+) -> Result<(Extension<ServedVersion>, Json<InferResponse>), ApiError> {
     infer_inner(state, &name, Some(&version), &headers, body).await
 }
 
@@ -359,7 +360,7 @@ async fn infer_inner(
     version: Option<&str>,
     headers: &HeaderMap,
     body: Result<JsonBody, ApiError>,
-) -> Result<Json<InferResponse>, ApiError> {
+) -> Result<(Extension<ServedVersion>, Json<InferResponse>), ApiError> {
     state.authorize(headers)?;
     let model = state.model_version(name, version)?;
     let JsonBody(body) = body?;
@@ -373,16 +374,31 @@ async fn infer_inner(
     };
     let rows = columns.rows;
     let inputs = super::feedback::row_inputs(&state, spec, &columns);
+    let mirror = state.mirror_copy(&columns);
     let predictions = super::run(&state, &model, columns).await?;
     let request_ids = row_ids(&id, rows);
-    super::feedback::record_predictions(&state, &model, inputs, &predictions, &request_ids).await?;
-    Ok(Json(InferResponse {
-        model_name: spec.name.clone(),
-        model_version: spec.card.version.clone(),
-        id,
-        parameters: Some(serde_json::json!({ "request_ids": request_ids })),
-        outputs: outputs(spec, predictions, rows, &wanted),
-    }))
+    super::feedback::record_predictions(
+        &state,
+        spec,
+        Role::Primary,
+        inputs,
+        &predictions,
+        &request_ids,
+    )
+    .await?;
+    if let Some(columns) = mirror {
+        state.mirror(spec.clone(), columns, request_ids.clone());
+    }
+    Ok((
+        Extension(ServedVersion(spec.card.version.clone())),
+        Json(InferResponse {
+            model_name: spec.name.clone(),
+            model_version: spec.card.version.clone(),
+            id,
+            parameters: Some(serde_json::json!({ "request_ids": request_ids })),
+            outputs: outputs(spec, predictions, rows, &wanted),
+        }),
+    ))
 }
 
 /// Feedback ids of a request's rows: the request id for a single row, `{id}/{row}` otherwise.

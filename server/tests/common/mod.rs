@@ -148,3 +148,104 @@ pub fn assert_close(got: f64, want: f64, tolerance: f64, what: &str) {
         "{what}: got {got}, want {want} (tolerance {tolerance})"
     );
 }
+
+/// A fresh folder under the temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "flywheel-server-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A copy of fixture `name` in a fresh folder, its card relabelled as `version`.
+pub fn model_copy(name: &str, version: &str) -> PathBuf {
+    let dir = temp_dir(version);
+    std::fs::copy(fixture(name).join("model.onnx"), dir.join("model.onnx")).unwrap();
+    write_card(&dir, name, version);
+    dir
+}
+
+/// Writes fixture `name`'s card into `dir` as `version`, atomically (write, then rename), as a
+/// deployment tool would.
+pub fn write_card(dir: &Path, name: &str, version: &str) {
+    let mut card: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("model.json")).unwrap())
+            .unwrap();
+    card["version"] = Value::String(version.to_string());
+    let staging = dir.join(".model.json.tmp");
+    std::fs::write(&staging, card.to_string()).unwrap();
+    std::fs::rename(&staging, dir.join("model.json")).unwrap();
+}
+
+/// One sample of a metric: the first line starting with `series` (name plus labels).
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| {
+            line.starts_with(series)
+                && matches!(line[series.len()..].chars().next(), Some(' ' | '{'))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Every record of every prediction-log segment in `dir`, oldest first.
+pub fn log_records(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A V2 infer body for the iris models: one row per `rows` entry.
+pub fn iris_v2(id: &str, rows: &[[f64; 4]]) -> Value {
+    let names = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+    let inputs: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            serde_json::json!({
+                "name": name,
+                "datatype": "FP64",
+                "shape": [rows.len(), 1],
+                "data": rows.iter().map(|r| r[i]).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({"id": id, "inputs": inputs})
+}
