@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/fetch-onnxruntime.sh
 scripts/setup-python.sh
 cargo test --workspace --locked "$@"
+# The Helm chart: CRDs in sync, helm lint --strict, rendered objects schema-valid.
+scripts/check-chart.sh
