@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod feedback;
+pub mod gate;
 pub mod search;
 pub mod study;
 
@@ -11,4 +13,5 @@ pub use k8s_openapi;
 pub use kube;
 pub mod model_card;
 pub mod protocol;
+pub mod retraining;
 pub mod validate;

@@ -77,6 +77,7 @@ fn spec() -> StudySpec {
         trial: Default::default(),
         promotion: None,
         warm_start: None,
+        origin: None,
     }
 }
 

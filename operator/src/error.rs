@@ -50,6 +50,12 @@ pub enum Error {
     #[error("failed to run the operator: {message}")]
     Operator { message: String },
 
+    #[error("failed to {action}: {message}")]
+    Local {
+        action: &'static str,
+        message: String,
+    },
+
     #[error("{path} is not a valid manifest:\n{}", format_field_errors(.errors))]
     InvalidManifest {
         path: String,
@@ -77,6 +83,7 @@ impl Error {
                 _ => "kube",
             },
             Error::Operator { .. } => "operator",
+            Error::Local { .. } => "local",
         }
     }
 }

@@ -33,6 +33,21 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Read a served model's prediction log; when the retraining policy fires, write and run the
+    /// retraining study (parent data + labelled production rows, warm-started from the parent).
+    Retrain(RetrainArgs),
+    /// The shadow gate: does the candidate (served as the shadow) beat the serving model on
+    /// labelled production rows? Exit 0: promote, 1: reject, 3: not enough rows yet.
+    Gate(GateArgs),
+    /// Show where a study's model came from (trial, parameters, data, parent studies) and the
+    /// retraining studies it led to.
+    Lineage {
+        /// The study directory `flywheel run` or `flywheel retrain` wrote.
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every model family's hyper-parameters, limits and default search domains (Markdown).
     SearchSpace,
     /// Check manifests with the CRD's rules plus Flywheel's semantic rules; exit 1 on any error.
@@ -70,6 +85,69 @@ struct RunArgs {
     /// The server executable; default `flywheel-server` beside this binary, else on PATH.
     #[arg(long, env = "FLYWHEEL_SERVER")]
     server: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RetrainArgs {
+    /// The parent study's directory (its winner is the serving model).
+    study_dir: PathBuf,
+    /// The serving model's prediction log (`flywheel-server --log-dir`).
+    #[arg(long, env = "FLYWHEEL_LOG_DIR")]
+    log_dir: PathBuf,
+    /// The model name the server serves it under; default the study's promotion target.
+    #[arg(long)]
+    model: Option<String>,
+    /// A ModelDeployment manifest whose spec.retraining is the policy (flags below override).
+    #[arg(long)]
+    deployment: Option<PathBuf>,
+    /// Retrain after this many labelled predictions of the serving version.
+    #[arg(long)]
+    min_new_labels: Option<u64>,
+    /// Retrain when online accuracy falls below (RMSE rises above) this value.
+    #[arg(long)]
+    metric_threshold: Option<f64>,
+    /// Retrain when the online metric is worse than in training by more than this.
+    #[arg(long)]
+    max_degradation: Option<f64>,
+    /// Retrain when the model is older than this.
+    #[arg(long)]
+    max_model_age_seconds: Option<u64>,
+    /// Labelled predictions the metric triggers need (default 30).
+    #[arg(long)]
+    min_samples: Option<u64>,
+    /// Write the child study's manifest and dataset but do not run it.
+    #[arg(long)]
+    no_run: bool,
+    /// Trials at once for the child study.
+    #[arg(long, env = "FLYWHEEL_PARALLELISM", value_parser = clap::value_parser!(u32).range(1..))]
+    parallelism: Option<u32>,
+    /// The trainer executable; default `flywheel-trainer` beside this binary, else on PATH.
+    #[arg(long, env = "FLYWHEEL_TRAINER")]
+    trainer: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct GateArgs {
+    /// The serving study's directory.
+    study_dir: PathBuf,
+    /// The prediction log holding both models' predictions and the feedback.
+    #[arg(long, env = "FLYWHEEL_LOG_DIR")]
+    log_dir: PathBuf,
+    /// The candidate's version (the shadow's model.json version).
+    #[arg(long)]
+    candidate: String,
+    /// The model name the server serves; default the study's promotion target.
+    #[arg(long)]
+    model: Option<String>,
+    /// Labelled rows with both predictions needed (default 200).
+    #[arg(long)]
+    samples: Option<u64>,
+    /// Least improvement worth promoting (accuracy points or RMSE units; default 0).
+    #[arg(long)]
+    margin: Option<f64>,
+    /// Significance level (default 0.05).
+    #[arg(long)]
+    alpha: Option<f64>,
 }
 
 /// `name` next to the running executable (cargo puts the workspace's binaries together), else
@@ -236,6 +314,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_study(args),
+        Command::Retrain(args) => retrain(args),
+        Command::Gate(args) => gate(args),
+        Command::Lineage { dir, json } => lineage(&dir, json),
         Command::Operator(args) => {
             controller::entry::run(*args)?;
             Ok(ExitCode::SUCCESS)
@@ -278,4 +359,219 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             })
         }
     }
+}
+
+fn served_model_name(served: &local::closed_loop::ServedStudy, explicit: Option<String>) -> String {
+    explicit.unwrap_or_else(|| {
+        served
+            .study
+            .spec
+            .promotion
+            .as_ref()
+            .map_or_else(|| served.name.clone(), |p| p.deployment.clone())
+    })
+}
+
+fn retrain(args: RetrainArgs) -> Result<ExitCode, Error> {
+    use local::closed_loop::{RetrainDecision, plan_retraining, read_log, served_study};
+    let parent = served_study(&args.study_dir)?;
+    let mut policy = match &args.deployment {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let deployment: flywheel_core::api::ModelDeployment = serde_saphyr::from_str(&text)
+                .map_err(|e| Error::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            deployment.spec.retraining.unwrap_or_default()
+        }
+        None => flywheel_core::api::RetrainingPolicy::default(),
+    };
+    policy.min_new_labels = args.min_new_labels.or(policy.min_new_labels);
+    policy.metric_threshold = args.metric_threshold.or(policy.metric_threshold);
+    policy.max_degradation = args.max_degradation.or(policy.max_degradation);
+    policy.max_model_age_seconds = args.max_model_age_seconds.or(policy.max_model_age_seconds);
+    policy.min_samples = args.min_samples.or(policy.min_samples);
+    if policy == flywheel_core::api::RetrainingPolicy::default() {
+        return Err(Error::Local {
+            action: "retrain",
+            message: "no trigger is set: pass --deployment with spec.retraining, or --min-new-labels, --metric-threshold, --max-degradation or --max-model-age-seconds".into(),
+        });
+    }
+    let model = served_model_name(&parent, args.model);
+    let records = read_log(&args.log_dir)?;
+    let decision = plan_retraining(
+        &args.study_dir,
+        &parent,
+        &records,
+        &model,
+        &policy,
+        flywheel_core::k8s_openapi::jiff::Timestamp::now(),
+    )?;
+    let (trigger, child, manifest, dataset) = match decision {
+        RetrainDecision::Hold(state) => {
+            let online = state
+                .online
+                .map(|o| format!("online {} {:.4} on {} rows", o.name, o.value, o.samples))
+                .unwrap_or_else(|| "no labelled predictions yet".into());
+            println!(
+                "no retraining trigger fired for {} (version {}): {online}, {} new labels",
+                parent.name, parent.card.version, state.new_labels
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        RetrainDecision::Retrain {
+            trigger,
+            child,
+            manifest,
+            dataset,
+        } => (trigger, child, manifest, dataset),
+    };
+    let child_name = child.metadata.name.clone().unwrap_or_default();
+    println!("{}: {}", trigger.reason, trigger.message);
+    if let Some(origin) = &child.spec.origin {
+        println!(
+            "retraining study {child_name} (generation {}): {} production rows added to the parent's data -> {}",
+            origin.generation,
+            origin.production_rows,
+            dataset.display()
+        );
+        for slice in &origin.error_slices {
+            println!(
+                "  worst slice {}={}: error {:.3} on {} rows (overall {:.3})",
+                slice.column, slice.value, slice.error, slice.samples, slice.overall_error
+            );
+        }
+    }
+    println!("manifest: {}", manifest.display());
+    if args.no_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let root = args
+        .study_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let child_env: Vec<(String, String)> = locate_onnx_runtime()?
+        .map(|path| ("ORT_DYLIB_PATH".to_string(), path.display().to_string()))
+        .into_iter()
+        .collect();
+    let options = local::RunOptions {
+        dir: Some(root.join(&child_name)),
+        parallelism: args.parallelism,
+        trainer: args
+            .trainer
+            .unwrap_or_else(|| sibling_executable("flywheel-trainer")),
+        quiet: false,
+        env: child_env,
+    };
+    let metric = child.spec.objective.metric;
+    let summary = local::run(*child, &root, &options)?;
+    print!(
+        "{}",
+        local::leaderboard(&summary.trials, metric.as_str(), metric.direction(), 5)
+    );
+    match summary.winner {
+        Some(winner) => {
+            println!(
+                "candidate: {} {}={:.4}; serve it as the shadow, then run `flywheel gate`",
+                winner.name,
+                metric.as_str(),
+                winner.objective
+            );
+            if let Some(uri) = winner.artifact_uri {
+                println!(
+                    "candidate model: {}",
+                    uri.strip_prefix("file://").unwrap_or(&uri)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("the retraining study produced no qualifying model");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn gate(args: GateArgs) -> Result<ExitCode, Error> {
+    use flywheel_core::gate::GateDecision;
+    use local::closed_loop::{gate_decision, read_log, served_study};
+    let serving = served_study(&args.study_dir)?;
+    let model = served_model_name(&serving, args.model);
+    let defaults = flywheel_core::gate::GateSettings::default();
+    let settings = flywheel_core::gate::GateSettings {
+        min_samples: args.samples.unwrap_or(defaults.min_samples),
+        margin: args.margin.unwrap_or(defaults.margin),
+        alpha: args.alpha.unwrap_or(defaults.alpha),
+    };
+    let records = read_log(&args.log_dir)?;
+    let decision = gate_decision(&records, &model, &serving.card, &args.candidate, &settings);
+    println!(
+        "{} vs {}: {}",
+        args.candidate,
+        serving.card.version,
+        decision.summary()
+    );
+    println!("{}", serde_json::to_string(&decision).unwrap_or_default());
+    Ok(match decision {
+        GateDecision::Promote(_) => ExitCode::SUCCESS,
+        GateDecision::Reject(_) => ExitCode::FAILURE,
+        GateDecision::Wait { .. } => ExitCode::from(3),
+    })
+}
+
+fn lineage(dir: &std::path::Path, json: bool) -> Result<ExitCode, Error> {
+    let steps = local::closed_loop::ancestry(dir)?;
+    let root = dir.parent().unwrap_or(std::path::Path::new("."));
+    let study = steps.first().map(|s| s.study.clone()).unwrap_or_default();
+    let children = local::closed_loop::descendants(root, &study);
+    if json {
+        let value = serde_json::json!({
+            "ancestry": steps,
+            "children": children.iter().map(|(name, version)| serde_json::json!({"study": name, "version": version})).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (depth, step) in steps.iter().enumerate() {
+        let indent = "  ".repeat(depth);
+        println!(
+            "{indent}version {} <- trial {} ({} {}) <- study {} (generation {})",
+            step.version,
+            step.trial.as_deref().unwrap_or("?"),
+            step.family,
+            step.params,
+            step.study,
+            step.generation
+        );
+        println!(
+            "{indent}  data {} ({} rows, sha256 {})",
+            step.dataset_uri, step.dataset_rows, step.dataset_digest
+        );
+        if let (Some(trigger), Some(message)) = (&step.trigger, &step.trigger_message) {
+            println!("{indent}  retrained because {trigger}: {message}");
+            for slice in &step.error_slices {
+                println!(
+                    "{indent}    worst slice {}={}: error {:.3} on {} rows",
+                    slice.column, slice.value, slice.error, slice.samples
+                );
+            }
+        }
+    }
+    for (name, version) in children {
+        println!(
+            "retrained by {name}{}",
+            version
+                .map(|v| format!(" -> version {v}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

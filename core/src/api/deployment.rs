@@ -81,6 +81,48 @@ pub struct RetrainingPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_model_age_seconds: Option<u64>,
+    /// Labelled predictions needed before the metric triggers judge (default 30), so a few
+    /// unlucky rows do not start a study.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_samples: Option<u64>,
+    /// Budget of the retraining study; default the parent study's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::api::Budget>,
+    /// How the retrained model must prove itself as the shadow before it is promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<ShadowGate>,
+}
+
+/// The shadow gate: the candidate serves mirrored traffic until enough labelled rows compare it
+/// with the serving model (McNemar's test for classification, a paired bootstrap for regression).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowGate {
+    /// Labelled rows with both predictions needed before deciding (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub samples: Option<u64>,
+    /// Least improvement worth promoting: accuracy points (0.01 = one point) or RMSE units
+    /// (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub margin: Option<f64>,
+    /// Significance level of the one-sided test (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub alpha: Option<f64>,
+}
+
+impl ShadowGate {
+    pub fn settings(&self) -> crate::gate::GateSettings {
+        let defaults = crate::gate::GateSettings::default();
+        crate::gate::GateSettings {
+            min_samples: self.samples.unwrap_or(defaults.min_samples),
+            margin: self.margin.unwrap_or(defaults.margin),
+            alpha: self.alpha.unwrap_or(defaults.alpha),
+        }
+    }
 }
 
 /// Observed state of a ModelDeployment.

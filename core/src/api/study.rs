@@ -58,6 +58,31 @@ pub struct StudySpec {
     /// What earlier work seeds this study.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<WarmStart>,
+    /// Set on a retraining study: the study it continues and why it was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<StudyOrigin>,
+}
+
+/// Why a retraining study exists: production feedback fired a trigger of the parent's
+/// ModelDeployment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StudyOrigin {
+    /// The study whose model was serving when the trigger fired.
+    pub parent_study: String,
+    /// 1 for the first retraining of an original study, then one more per retraining.
+    #[schemars(range(min = 1))]
+    pub generation: u32,
+    /// The trigger that fired: NewLabels, MetricThreshold, Degradation or ModelAge.
+    pub trigger: String,
+    /// The trigger's explanation, with the numbers behind it.
+    pub message: String,
+    /// Labelled production rows added to the parent's dataset.
+    #[serde(default)]
+    pub production_rows: u64,
+    /// Where the serving model erred most in production, worst first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_slices: Vec<crate::feedback::ErrorSlice>,
 }
 
 /// The training table.
@@ -484,7 +509,9 @@ pub struct Promotion {
     /// Name of the ModelDeployment (same namespace) that serves the winner.
     #[x_kube(validation = Rule::new("self.size() > 0").message("deployment must name a ModelDeployment"))]
     pub deployment: String,
-    /// auto: promote when the study succeeds; manual: record the winner and wait.
+    /// auto: promote when the study succeeds; shadow: deploy the winner as the shadow model,
+    /// promoted only if it beats the serving model on live feedback; manual: record the winner
+    /// and wait.
     #[serde(default)]
     pub policy: PromotionPolicy,
 }
@@ -494,6 +521,7 @@ pub struct Promotion {
 pub enum PromotionPolicy {
     #[default]
     Auto,
+    Shadow,
     Manual,
 }
 

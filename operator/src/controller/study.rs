@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flywheel_core::api::{
-    BestTrial, ModelDeployment, ModelDeploymentSpec, ModelRef, PromotionPolicy, Study, StudyPhase,
-    StudyStatus, Trial, TrialPhase,
+    BestTrial, ModelDeployment, ModelRef, PromotionPolicy, Study, StudyPhase, StudyStatus, Trial,
+    TrialPhase,
 };
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use flywheel_core::study::{
@@ -36,6 +36,8 @@ pub const PROMOTED: &str = "Promoted";
 /// Field manager of promotions, so `kubectl apply` of the ModelDeployment by a person keeps
 /// owning everything but `spec.model`.
 pub const PROMOTION_MANAGER: &str = "flywheel-promotion";
+/// Field manager of shadow deployments by retraining studies.
+pub const SHADOW_MANAGER: &str = "flywheel-shadow";
 
 pub async fn reconcile(study: Arc<Study>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = study.namespace().ok_or_else(|| Error::Operator {
@@ -219,8 +221,10 @@ async fn stop_trials(
     Ok(())
 }
 
-/// With `promotion.policy: auto`, writes the winner into the target ModelDeployment (creating
-/// it if needed) and records the `Promoted` condition. Only a changed model is written.
+/// With `promotion.policy: auto`, writes the winner into the target ModelDeployment's
+/// `spec.model` (creating the ModelDeployment if needed); with `shadow` (retraining studies),
+/// into its `spec.shadow`, where the shadow gate judges it on live traffic. Records the
+/// `Promoted` condition. Only a changed model is written.
 async fn promote(
     study: &Study,
     namespace: &str,
@@ -232,9 +236,11 @@ async fn promote(
     let Some(promotion) = &study.spec.promotion else {
         return Ok(());
     };
-    if promotion.policy != PromotionPolicy::Auto {
-        return Ok(());
-    }
+    let as_shadow = match promotion.policy {
+        PromotionPolicy::Auto => false,
+        PromotionPolicy::Shadow => true,
+        PromotionPolicy::Manual => return Ok(()),
+    };
     let study_name = study.name_any();
     let model = ModelRef {
         uri: winner
@@ -250,23 +256,31 @@ async fn promote(
         .get_opt(&promotion.deployment)
         .await
         .doing(|| format!("read modeldeployment {}", promotion.deployment))?;
-    if current.as_ref().map(|md| &md.spec.model) != Some(&model) {
-        let mut desired = ModelDeployment::new(
-            &promotion.deployment,
-            ModelDeploymentSpec {
-                model: model.clone(),
-                replicas: None,
-                resources: None,
-                image: None,
-                shadow: None,
-                retraining: None,
-            },
-        );
-        desired.metadata.namespace = Some(namespace.to_string());
+    let in_place = current.as_ref().is_some_and(|md| {
+        if as_shadow {
+            md.spec.shadow.as_ref() == Some(&model)
+        } else {
+            md.spec.model == model
+        }
+    });
+    if !in_place {
+        let (manager, spec) = if as_shadow {
+            (SHADOW_MANAGER, json!({ "shadow": model }))
+        } else {
+            (PROMOTION_MANAGER, json!({ "model": model }))
+        };
+        // Only the one field is applied, so replicas, resources and image set by a person
+        // stay theirs.
+        let desired = json!({
+            "apiVersion": ModelDeployment::api_version(&()),
+            "kind": ModelDeployment::kind(&()),
+            "metadata": {"name": promotion.deployment, "namespace": namespace},
+            "spec": spec,
+        });
         deployments
             .patch(
                 &promotion.deployment,
-                &PatchParams::apply(PROMOTION_MANAGER).force(),
+                &PatchParams::apply(manager).force(),
                 &Patch::Apply(&desired),
             )
             .await
@@ -281,7 +295,12 @@ async fn promote(
             EventType::Normal,
             PROMOTED,
             format!(
-                "promoted {} ({} = {}) to ModelDeployment {}",
+                "{} {} ({} = {}) to ModelDeployment {}",
+                if as_shadow {
+                    "deployed as shadow"
+                } else {
+                    "promoted"
+                },
                 winner.name,
                 study.spec.objective.metric.as_str(),
                 winner.objective,
@@ -295,11 +314,18 @@ async fn promote(
         Condition {
             type_: PROMOTED.into(),
             status: "True".into(),
-            reason: PROMOTED.into(),
-            message: format!(
-                "version {} serves from ModelDeployment {}",
-                model.version, promotion.deployment
-            ),
+            reason: if as_shadow { "Shadow" } else { PROMOTED }.into(),
+            message: if as_shadow {
+                format!(
+                    "version {} is the shadow of ModelDeployment {}, awaiting the gate",
+                    model.version, promotion.deployment
+                )
+            } else {
+                format!(
+                    "version {} serves from ModelDeployment {}",
+                    model.version, promotion.deployment
+                )
+            },
             last_transition_time: now.clone(),
             observed_generation: study.meta().generation,
         },

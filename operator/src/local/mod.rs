@@ -2,6 +2,7 @@
 //! trials run as `flywheel-trainer` processes and everything is kept in a study directory, so
 //! Ctrl-C or `kill -9` followed by the same command resumes the study.
 
+pub mod closed_loop;
 mod html;
 mod process;
 mod report;
