@@ -89,4 +89,14 @@ pub struct Lineage {
     pub trainer_version: String,
     /// RFC 3339.
     pub created_at: String,
+    /// Retraining generation of the study (0: an original study).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// The studies this one retrained, nearest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_studies: Vec<String>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }

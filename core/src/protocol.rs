@@ -238,6 +238,10 @@ pub fn trial_arguments(
     if let Some(budget) = trial.budget {
         args.push(format!("--budget={budget}"));
     }
+    if let Some(origin) = &spec.origin {
+        args.push(format!("--generation={}", origin.generation));
+        args.push(format!("--parent-studies={}", origin.ancestors.join(",")));
+    }
     args
 }
 

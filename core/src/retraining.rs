@@ -168,9 +168,17 @@ pub fn child_study(
         deployment: p.deployment.clone(),
         policy: PromotionPolicy::Shadow,
     });
+    let mut ancestors = vec![parent_name.to_string()];
+    ancestors.extend(
+        parent
+            .origin
+            .iter()
+            .flat_map(|o| o.ancestors.iter().cloned()),
+    );
     spec.origin = Some(StudyOrigin {
         parent_study: parent_name.to_string(),
         generation,
+        ancestors,
         trigger: retraining.trigger.reason,
         message: retraining.trigger.message,
         production_rows: retraining.production_rows,
@@ -315,7 +323,9 @@ mod tests {
             retraining("again"),
         );
         assert_eq!(grandchild.metadata.name.as_deref(), Some("churn-g2"));
-        assert_eq!(grandchild.spec.origin.unwrap().generation, 2);
+        let origin = grandchild.spec.origin.unwrap();
+        assert_eq!(origin.generation, 2);
+        assert_eq!(origin.ancestors, ["churn-g1", "churn"]);
         assert_eq!(
             grandchild.spec.budget.max_trials, 6,
             "without a template the parent's budget"

@@ -277,6 +277,7 @@ async fn openapi_lists_every_route() {
         ("/v1/models/{name}:predict", "post"),
         ("/v1/models/{name}/feedback", "post"),
         ("/v1/models/{name}/stats", "get"),
+        ("/v1/models/{name}/lineage", "get"),
         ("/v2", "get"),
         ("/v2/health/live", "get"),
         ("/v2/health/ready", "get"),
@@ -299,7 +300,7 @@ async fn openapi_lists_every_route() {
     }
     assert_eq!(
         paths.len(),
-        18,
+        19,
         "unexpected paths: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
@@ -314,6 +315,7 @@ async fn openapi_lists_every_route() {
         "LoadRequest",
         "LoadResponse",
         "IndexEntry",
+        "LineageResponse",
     ] {
         assert!(
             schemas.contains_key(schema),

@@ -247,6 +247,17 @@ fn feedback_retrains_a_warm_started_child_that_the_shadow_gate_promotes() {
         &json!({"parameters": {"shadow_model_dir": child_model.display().to_string()}}),
     );
     assert_eq!(code, 200, "{loaded}");
+    // Every served version traces back to its trial, data and studies.
+    let (code, lineage) = get_json(port, "/v1/models/shift/lineage").unwrap();
+    assert_eq!(code, 200, "{lineage}");
+    assert_eq!(lineage["model"]["version"], parent_version.as_str());
+    assert_eq!(lineage["model"]["generation"], 0);
+    assert_eq!(lineage["shadow"]["version"], child_version.as_str());
+    assert_eq!(lineage["shadow"]["study"], "shift-g1");
+    assert_eq!(lineage["shadow"]["generation"], 1);
+    assert_eq!(lineage["shadow"]["parent_studies"], json!(["shift"]));
+    assert_eq!(lineage["shadow"]["dataset_rows"], 600);
+    assert_eq!(get_json(port, "/v1/models/nope/lineage").unwrap().0, 404);
     let versions = traffic(port, &mut rng, 300);
     assert!(
         versions.iter().all(|v| *v == parent_version),

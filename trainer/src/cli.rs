@@ -66,6 +66,15 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_TRIAL")]
     pub trial: Option<String>,
 
+    /// Retraining generation of the study, recorded in the model card's lineage.
+    #[arg(long, env = "FLYWHEEL_GENERATION", default_value_t = 0)]
+    pub generation: u32,
+
+    /// The studies this study retrained, nearest first (comma-separated), recorded in the
+    /// model card's lineage.
+    #[arg(long, env = "FLYWHEEL_PARENT_STUDIES", value_delimiter = ',')]
+    pub parent_studies: Vec<String>,
+
     /// Fraction of rows held out for validation (stratified for classification).
     #[arg(long, env = "FLYWHEEL_HOLDOUT", default_value_t = 0.2)]
     pub holdout: f64,

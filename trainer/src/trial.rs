@@ -273,6 +273,8 @@ pub fn run(args: &Args) -> Result<TrialResult> {
             dataset_rows: data.rows as u64,
             trainer_version: env!("CARGO_PKG_VERSION").to_string(),
             created_at: jiff::Timestamp::now().to_string(),
+            generation: args.generation,
+            parent_studies: args.parent_studies.clone(),
         },
     };
     staging.write(MODEL_FILE, &exported.bytes)?;

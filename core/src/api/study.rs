@@ -73,6 +73,9 @@ pub struct StudyOrigin {
     /// 1 for the first retraining of an original study, then one more per retraining.
     #[schemars(range(min = 1))]
     pub generation: u32,
+    /// Every earlier study of the family, nearest first (the parent, its parent, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<String>,
     /// The trigger that fired: NewLabels, MetricThreshold, Degradation or ModelAge.
     pub trigger: String,
     /// The trigger's explanation, with the numbers behind it.

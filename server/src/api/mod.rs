@@ -1,6 +1,7 @@
 //! The HTTP API: KServe V1, Open Inference Protocol V2, metrics and the OpenAPI document.
 
 pub mod feedback;
+pub mod lineage;
 pub mod openapi;
 pub mod repository;
 pub mod v1;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(feedback::feedback),
         )
         .route("/v1/models/{name_action}/stats", get(feedback::stats))
+        .route("/v1/models/{name_action}/lineage", get(lineage::lineage))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))

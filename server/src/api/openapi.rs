@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{feedback, repository, v1, v2};
+use super::{feedback, lineage, repository, v1, v2};
 use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::error::ErrorBody;
         v1::predict,
         feedback::feedback,
         feedback::stats,
+        lineage::lineage,
         v2::server_metadata,
         v2::live,
         v2::ready,
@@ -49,6 +50,8 @@ use crate::error::ErrorBody;
         feedback::FeedbackResponse,
         feedback::VersionStats,
         feedback::StatsResponse,
+        lineage::VersionLineage,
+        lineage::LineageResponse,
         v2::ServerMetadata,
         v2::Live,
         v2::Ready,
