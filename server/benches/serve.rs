@@ -1,81 +1,380 @@
-//! Single-row latency: raw in-process ONNX Runtime against the full server over loopback HTTP.
+//! The prediction server benchmark (issue 4): one run, one load generator, one table.
 //!
-//! `cargo bench -p flywheel-server --bench serve [-- MODEL [ITERATIONS]]`, MODEL a fixture folder
-//! name (default penguins_rf). Prints p50/p99/mean per path, in microseconds. With
-//! `FLYWHEEL_LOG_DIR` set the server logs every prediction there (one fsync per sequential
-//! request: the log's worst case).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `cargo bench -p flywheel-server --bench serve -- [OPTIONS]` (see `--help`);
+//! `scripts/bench-server.sh` runs it with the MLServer baseline, each side pinned to its own core.
+//!
+//! What it measures, single-row V2 infer requests throughout:
+//!
+//! 1. In process, no sockets: ONNX Runtime `session.run` on prebuilt tensors (the limit), plus
+//!    input tensor building and output reading, plus the server's queue and inference thread
+//!    (`Backend::predict`), plus the whole axum router (`tower::ServiceExt::oneshot`: JSON parsing,
+//!    validation, metrics middleware, response serialization).
+//! 2. The release `flywheel-server` binary in its own process (pinned with `taskset` when
+//!    `--server-cpus` is given), driven over loopback by a hyper HTTP/1.1 client on keep-alive
+//!    connections: sequential latency (V2 infer, V1 predict, and `/v2/health/live` as the floor of
+//!    HTTP + TCP with no work), then throughput at each concurrency with batching off
+//!    (`--max-batch-size 1`) and on (`--max-batch-size 64`).
+//! 3. Optionally MLServer serving the same scikit-learn pipeline (joblib) with the same requests
+//!    from the same load generator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use bytes::Bytes;
+use clap::Parser;
 use flywheel_core::model_card::ColumnKind;
 use flywheel_server::model::{ColumnData, Columns, ModelSpec};
 use flywheel_server::{AppState, Config};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+#[derive(Parser, Debug)]
+#[command(about = "flywheel-server benchmark: in-process limits, loopback latency, throughput")]
+struct Args {
+    /// Model folder (model.onnx, model.json, expected.json); default: the penguins_rf fixture.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Seconds measured per configuration (after a warm-up of a fifth of it, at least 0.5 s).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Concurrency levels (keep-alive connections, one request in flight each).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// CPU list for the server processes (`taskset -c`); unset: not pinned.
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// The flywheel-server binary; default: the one cargo built alongside this bench.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// The `mlserver` executable; with `--mlserver-dir`, adds the MLServer rows.
+    #[arg(long)]
+    mlserver_bin: Option<PathBuf>,
+    /// MLServer's model repository (settings.json + the model's folder).
+    #[arg(long)]
+    mlserver_dir: Option<PathBuf>,
+    /// MLServer's HTTP address, as its settings.json sets it.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    mlserver_addr: SocketAddr,
+    /// Only the in-process measurements (no server processes, no sockets).
+    #[arg(long)]
+    in_process_only: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-struct Stats {
-    name: &'static str,
-    samples: Vec<Duration>,
+/// Latency samples of one measurement.
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    errors: usize,
 }
 
-impl Stats {
-    fn row(&mut self) -> String {
-        self.samples.sort();
-        let n = self.samples.len();
-        let pct = |p: f64| self.samples[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e6;
-        let mean = self.samples.iter().map(Duration::as_secs_f64).sum::<f64>() / n as f64 * 1e6;
-        format!(
-            "| {:<40} | {:>9.1} | {:>9.1} | {:>9.1} |",
-            self.name,
-            pct(0.5),
-            pct(0.99),
-            mean
-        )
+impl Sample {
+    fn percentile(&mut self, p: f64) -> f64 {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let i = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
+        self.latencies[i].as_secs_f64() * 1e6
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 }
 
-fn time(name: &'static str, iterations: usize, mut f: impl FnMut()) -> Stats {
-    for _ in 0..iterations / 10 {
+/// Runs `f` repeatedly: a warm-up, then `seconds` of timed calls.
+fn time_sync(seconds: f64, mut f: impl FnMut()) -> Sample {
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < warm_up(seconds) {
         f();
     }
-    let samples = (0..iterations)
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        f();
+        latencies.push(t.elapsed());
+    }
+    Sample {
+        latencies,
+        elapsed: started.elapsed(),
+        errors: 0,
+    }
+}
+
+fn warm_up(seconds: f64) -> f64 {
+    (seconds / 5.0).max(0.5)
+}
+
+/// One keep-alive HTTP/1.1 connection.
+async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// A request to send again and again.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: String,
+    body: Bytes,
+}
+
+impl Target {
+    fn request(&self) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header(hyper::header::HOST, self.addr.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(self.body.clone()))
+            .unwrap()
+    }
+}
+
+/// Sends one request; true when it came back 200 (the body read whole).
+async fn call(sender: &mut SendRequest<Full<Bytes>>, target: &Target) -> bool {
+    if sender.ready().await.is_err() {
+        return false;
+    }
+    let Ok(response) = sender.send_request(target.request()).await else {
+        return false;
+    };
+    let ok = response.status() == hyper::StatusCode::OK;
+    let body = response.into_body().collect().await;
+    ok && body.is_ok()
+}
+
+/// `concurrency` connections, each sending `target` back to back for `seconds` (after a warm-up).
+async fn load(target: &Target, concurrency: usize, seconds: f64) -> Sample {
+    let warm = Duration::from_secs_f64(warm_up(seconds));
+    let measure = Duration::from_secs_f64(seconds);
+    let start = Instant::now() + warm;
+    let end = start + measure;
+    let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut sender = connect(target.addr).await;
+                let mut latencies = Vec::with_capacity(1 << 14);
+                let mut errors = 0;
+                loop {
+                    let t = Instant::now();
+                    if t >= end {
+                        break;
+                    }
+                    let ok = call(&mut sender, &target).await;
+                    if t >= start {
+                        if ok {
+                            latencies.push(t.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    if !ok && sender.ready().await.is_err() {
+                        sender = connect(target.addr).await;
+                    }
+                }
+                (latencies, errors)
+            })
         })
         .collect();
-    Stats { name, samples }
+    let mut sample = Sample {
+        latencies: Vec::new(),
+        elapsed: measure,
+        errors: 0,
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        sample.latencies.extend(latencies);
+        sample.errors += errors;
+    }
+    sample
+}
+
+/// A server process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    name: String,
+    child: Child,
+}
+
+impl Server {
+    /// Starts `program`; its stderr goes to `log` (MLServer logs each request's warnings, and
+    /// writing them to a terminal would slow it down).
+    fn start(
+        name: &str,
+        cpus: Option<&str>,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Server {
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .env("RUST_LOG", "warn")
+            // scikit-learn warns on every request that the pandas frame has column names.
+            .env("PYTHONWARNINGS", "ignore");
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start {name} ({}): {e}", program.display()));
+        Server {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    /// Waits until `GET path` answers 200.
+    async fn wait_ready(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let target = Target {
+            addr,
+            method: hyper::Method::GET,
+            path: path.to_string(),
+            body: Bytes::new(),
+        };
+        loop {
+            if let Ok(stream) = tokio::net::TcpStream::connect(addr).await
+                && let Ok((mut sender, connection)) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            {
+                tokio::spawn(connection);
+                if call(&mut sender, &target).await {
+                    return Ok(());
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited before it was ready: {status}",
+                    self.name
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} not ready in time", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The benchmark row: the first expected instance without missing values.
+fn instance(dir: &Path) -> Value {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    expected["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i.as_object().unwrap().values().all(|v| !v.is_null()))
+        .cloned()
+        .expect("expected.json has a row without missing values")
+}
+
+/// One V2 request for `instance`; the `parameters` make MLServer's scikit-learn runtime build
+/// the same pandas frame (Flywheel accepts and ignores them).
+fn v2_body(spec: &ModelSpec, instance: &Value) -> Bytes {
+    let inputs: Vec<Value> = spec
+        .card
+        .inputs
+        .iter()
+        .map(|c| {
+            if c.kind == ColumnKind::Categorical {
+                json!({"name": c.name, "shape": [1], "datatype": "BYTES",
+                       "data": [instance[&c.name]], "parameters": {"content_type": "str"}})
+            } else {
+                json!({"name": c.name, "shape": [1], "datatype": "FP32",
+                       "data": [instance[&c.name]]})
+            }
+        })
+        .collect();
+    Bytes::from(
+        serde_json::to_vec(&json!({"parameters": {"content_type": "pd"}, "inputs": inputs}))
+            .unwrap(),
+    )
+}
+
+struct LatencyRow {
+    path: String,
+    sample: Sample,
+}
+
+struct ThroughputRow {
+    server: &'static str,
+    batching: &'static str,
+    concurrency: usize,
+    sample: Sample,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let model = args
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "penguins_rf".into());
-    let iterations: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2000);
-    let dir = fixture(&model);
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let instance = expected["instances"][1].clone();
-    let mut config = Config::for_model_dir(&dir);
-    config.log_dir = std::env::var_os("FLYWHEEL_LOG_DIR").map(PathBuf::from);
+    let args = Args::parse();
+    let dir = args.model_dir.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/penguins_rf")
+    });
+    let dir = dir.canonicalize().unwrap();
+    let seconds = args.seconds;
+    let instance = instance(&dir);
+    let config = Config::for_model_dir(&dir);
 
-    // Raw ONNX Runtime: one session, one intra-op thread, like one server inference thread.
+    // 1. In process. One session with one intra-op thread, like one server inference thread.
     let env = flywheel_server::backend::environment(&config.ort_dylib_path)
         .expect("run scripts/fetch-onnxruntime.sh");
     let mut session = Session::builder(&env)
@@ -85,14 +384,16 @@ fn main() {
         .commit_from_file(dir.join("model.onnx"))
         .unwrap();
     let card = ModelSpec::read_card(&dir).unwrap();
+    let model_name = flywheel_server::backend::model_name_from_dir(&dir);
     let spec = ModelSpec::check(
-        model.clone(),
+        model_name.clone(),
         card.clone(),
         dir.join("model.onnx"),
         session.inputs(),
         session.outputs(),
     )
     .unwrap();
+    let model = spec.name.clone();
     let columns = Columns {
         rows: 1,
         data: card
@@ -124,93 +425,341 @@ fn main() {
             (c.input.clone(), value)
         })
         .collect();
+    eprintln!("in process: ort, tensors, backend, router ({seconds} s each)");
+    let mut latency: Vec<LatencyRow> = Vec::new();
+    let ort_alone = time_sync(seconds, || {
+        let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = prebuilt
+            .iter()
+            .map(|(name, value)| (Cow::Borrowed(name.as_str()), SessionInputValue::from(value)))
+            .collect();
+        let outputs = session.run(inputs).unwrap();
+        std::hint::black_box(outputs.len());
+    });
+    latency.push(LatencyRow {
+        path: "ort `session.run`, prebuilt tensors (the limit)".into(),
+        sample: ort_alone,
+    });
+    latency.push(LatencyRow {
+        path: "+ input tensors and output reading (`model::run`)".into(),
+        sample: time_sync(seconds, || {
+            let predictions =
+                flywheel_server::model::run(&spec, &mut session, columns.clone()).unwrap();
+            std::hint::black_box(predictions.len());
+        }),
+    });
+    drop(session);
 
-    let mut rows = vec![time(
-        "ort session.run (prebuilt tensors)",
-        iterations,
-        || {
-            let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = prebuilt
-                .iter()
-                .map(|(name, value)| (Cow::Borrowed(name.as_str()), SessionInputValue::from(value)))
-                .collect();
-            let outputs = session.run(inputs).unwrap();
-            std::hint::black_box(outputs.len());
-        },
-    )];
-    rows.push(time("ort + tensor build + output read", iterations, || {
-        let predictions =
-            flywheel_server::model::run(&spec, &mut session, columns.clone()).unwrap();
-        std::hint::black_box(predictions.len());
-    }));
+    let body = v2_body(&spec, &instance);
+    {
+        // Like the server binary on one core: a multi-thread runtime with one worker.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (backend_sample, router_sample) = runtime.block_on(async {
+            let state = AppState::load(config.clone()).unwrap();
+            let handle = tokio::spawn({
+                let state = state.clone();
+                let columns = columns.clone();
+                let body = body.clone();
+                let path = format!("/v2/models/{model_name}/infer");
+                async move {
+                    let backend = state.current();
+                    let backend_sample = time_async(seconds, || {
+                        let backend = backend.clone();
+                        let columns = columns.clone();
+                        async move {
+                            backend.predict(columns).await.unwrap();
+                        }
+                    })
+                    .await;
+                    let router = flywheel_server::api::router(state.clone());
+                    let router_sample = time_async(seconds, || {
+                        let router = router.clone();
+                        let request = axum::http::Request::post(path.as_str())
+                            .header("content-type", "application/json")
+                            .body(Body::from(body.clone()))
+                            .unwrap();
+                        async move {
+                            let response = router.oneshot(request).await.unwrap();
+                            assert_eq!(response.status(), 200);
+                            response.into_body().collect().await.unwrap();
+                        }
+                    })
+                    .await;
+                    (backend_sample, router_sample)
+                }
+            });
+            handle.await.unwrap()
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        latency.push(LatencyRow {
+            path: "+ server queue and inference thread (`Backend::predict`)".into(),
+            sample: backend_sample,
+        });
+        latency.push(LatencyRow {
+            path: "+ axum router, V2 infer, no sockets (`oneshot`)".into(),
+            sample: router_sample,
+        });
+    }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // 2. and 3.: the load generator, a single-threaded runtime (pin it with taskset).
+    let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let state = AppState::load(config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(flywheel_server::serve(
-            listener,
-            state,
-            std::future::pending(),
-        ));
-        let client = reqwest::Client::new();
-        let v2 = json!({"inputs": card.inputs.iter().map(|c| json!({
-            "name": c.name,
-            "shape": [1, 1],
-            "datatype": if c.kind == ColumnKind::Categorical { "BYTES" } else { "FP32" },
-            "data": [instance[&c.name]],
-        })).collect::<Vec<_>>()});
-        let v1 = json!({"instances": [instance]});
-        for (name, path, body) in [
-            (
-                "server V2 infer, 1 row, loopback",
-                format!("{base}/v2/models/{model}/infer"),
-                v2,
-            ),
-            (
-                "server V1 predict, 1 row, loopback",
-                format!("{base}/v1/models/{model}:predict"),
-                v1,
-            ),
-        ] {
-            let body = serde_json::to_vec(&body).unwrap();
-            let mut samples = Vec::with_capacity(iterations);
-            for i in 0..iterations + iterations / 10 {
-                let start = Instant::now();
-                let response = client
-                    .post(&path)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-                response.bytes().await.unwrap();
-                if i >= iterations / 10 {
-                    samples.push(start.elapsed());
+    let server_bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flywheel-server")));
+    let mut throughput: Vec<ThroughputRow> = Vec::new();
+    client.block_on(async {
+        if args.in_process_only {
+            return;
+        }
+        for (batching, max_batch) in [("off", 1), ("on", 64)] {
+            let addr = free_addr();
+            let flags: Vec<String> = [
+                "--model-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                &addr.to_string(),
+                "--max-batch-size",
+                &max_batch.to_string(),
+                "--inference-threads",
+                "1",
+                "--intra-op-threads",
+                "1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            eprintln!("flywheel-server, batching {batching}, on {addr}");
+            let mut server = Server::start(
+                "flywheel-server",
+                args.server_cpus.as_deref(),
+                &server_bin,
+                &flags,
+                &std::env::temp_dir().join(format!("flywheel-bench-batching-{batching}.log")),
+            );
+            server
+                .wait_ready(addr, "/v2/health/ready", Duration::from_secs(60))
+                .await
+                .unwrap();
+            let v2 = Target {
+                addr,
+                method: hyper::Method::POST,
+                path: format!("/v2/models/{model_name}/infer"),
+                body: body.clone(),
+            };
+            if batching == "on" {
+                // The product's defaults: batching on. Sequential latency, one connection.
+                let floor = Target {
+                    method: hyper::Method::GET,
+                    path: "/v2/health/live".into(),
+                    body: Bytes::new(),
+                    ..v2.clone()
+                };
+                let v1 = Target {
+                    path: format!("/v1/models/{model_name}:predict"),
+                    body: Bytes::from(
+                        serde_json::to_vec(&json!({"instances": [instance]})).unwrap(),
+                    ),
+                    ..v2.clone()
+                };
+                for (path, target) in [
+                    ("server V2 infer, loopback HTTP (keep-alive)", &v2),
+                    ("server V1 predict, loopback HTTP (keep-alive)", &v1),
+                    ("HTTP floor: GET /v2/health/live, loopback", &floor),
+                ] {
+                    latency.push(LatencyRow {
+                        path: path.into(),
+                        sample: load(target, 1, seconds).await,
+                    });
                 }
             }
-            rows.push(Stats { name, samples });
+            for &c in &args.concurrency {
+                eprintln!("  concurrency {c}");
+                throughput.push(ThroughputRow {
+                    server: "flywheel",
+                    batching,
+                    concurrency: c,
+                    sample: load(&v2, c, seconds).await,
+                });
+            }
+            drop(server);
+        }
+        if let (Some(bin), Some(repo)) = (&args.mlserver_bin, &args.mlserver_dir) {
+            let addr = args.mlserver_addr;
+            eprintln!("MLServer on {addr}");
+            let mut server = Server::start(
+                "mlserver",
+                args.server_cpus.as_deref(),
+                bin,
+                &["start".to_string(), repo.to_str().unwrap().to_string()],
+                &std::env::temp_dir().join("flywheel-bench-mlserver.log"),
+            );
+            let ready = server
+                .wait_ready(
+                    addr,
+                    &format!("/v2/models/{model_name}/ready"),
+                    Duration::from_secs(120),
+                )
+                .await;
+            if let Err(error) = ready {
+                eprintln!(
+                    "skipping MLServer: {error} (see {})",
+                    std::env::temp_dir()
+                        .join("flywheel-bench-mlserver.log")
+                        .display()
+                );
+                return;
+            }
+            let v2 = Target {
+                addr,
+                method: hyper::Method::POST,
+                path: format!("/v2/models/{model_name}/infer"),
+                body: body.clone(),
+            };
+            latency.push(LatencyRow {
+                path: "MLServer V2 infer, loopback HTTP (keep-alive)".into(),
+                sample: load(&v2, 1, seconds).await,
+            });
+            for &c in &args.concurrency {
+                eprintln!("  concurrency {c}");
+                throughput.push(ThroughputRow {
+                    server: "MLServer",
+                    batching: "off",
+                    concurrency: c,
+                    sample: load(&v2, c, seconds).await,
+                });
+            }
+            drop(server);
         }
     });
 
-    println!("model {model}, {iterations} iterations, single row, sequential\n");
+    report(&model, seconds, &args, &mut latency, &mut throughput);
+}
+
+async fn time_async<F, Fut>(seconds: f64, mut f: F) -> Sample
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < warm_up(seconds) {
+        f().await;
+    }
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        f().await;
+        latencies.push(t.elapsed());
+    }
+    Sample {
+        latencies,
+        elapsed: started.elapsed(),
+        errors: 0,
+    }
+}
+
+fn report(
+    model: &str,
+    seconds: f64,
+    args: &Args,
+    latency: &mut [LatencyRow],
+    throughput: &mut [ThroughputRow],
+) {
+    let limit_p50 = latency[0].sample.percentile(0.5);
+    let limit_p99 = latency[0].sample.percentile(0.99);
     println!(
-        "| {:<40} | {:>9} | {:>9} | {:>9} |",
-        "path", "p50 µs", "p99 µs", "mean µs"
+        "model {model}, one row per request, {seconds} s per measurement, server pinned to CPUs {}\n",
+        args.server_cpus.as_deref().unwrap_or("(not pinned)")
     );
+    println!("### Single-row latency, sequential (one request in flight)\n");
+    println!("| path | p50 µs | p99 µs | added to ort p50 | added to ort p99 | samples |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut added = None;
+    let mut router_added = None;
+    let mut floor = None;
+    for row in latency.iter_mut() {
+        let p50 = row.sample.percentile(0.5);
+        let p99 = row.sample.percentile(0.99);
+        if row.path.starts_with("server V2") {
+            added = Some((p50 - limit_p50, p99 - limit_p99, p50));
+        }
+        if row.path.contains("`oneshot`") {
+            router_added = Some((p50 - limit_p50, p99 - limit_p99));
+        }
+        if row.path.starts_with("HTTP floor") {
+            floor = Some(p50);
+        }
+        println!(
+            "| {} | {p50:.1} | {p99:.1} | {:+.1} | {:+.1} | {} |",
+            row.path,
+            p50 - limit_p50,
+            p99 - limit_p99,
+            row.sample.latencies.len()
+        );
+    }
+    println!("\n### Throughput, single-row V2 infer, keep-alive connections\n");
     println!(
-        "|{}|{}|{}|{}|",
-        "-".repeat(42),
-        "-".repeat(11),
-        "-".repeat(11),
-        "-".repeat(11)
+        "| server | batching | concurrency | requests/s | rows/s | p50 µs | p99 µs | errors |"
     );
-    for row in &mut rows {
-        println!("{}", row.row());
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for row in throughput.iter_mut() {
+        let rps = row.sample.per_second();
+        println!(
+            "| {} | {} | {} | {rps:.0} | {rps:.0} | {:.1} | {:.1} | {} |",
+            row.server,
+            row.batching,
+            row.concurrency,
+            row.sample.percentile(0.5),
+            row.sample.percentile(0.99),
+            row.sample.errors
+        );
+    }
+    let rate = |server: &str, batching: &str, c: usize| {
+        throughput
+            .iter()
+            .find(|r| r.server == server && r.batching == batching && r.concurrency == c)
+            .map(|r| r.sample.per_second())
+    };
+    println!("\n### Ratios\n");
+    if let Some((p50, p99, total)) = added {
+        println!(
+            "- server added latency over loopback HTTP (V2 p50 − ort p50): {p50:.1} µs at p50, \
+             {p99:.1} µs at p99 (target ≤ 25 µs at p50); end to end {:.1}× the ort limit",
+            total / limit_p50
+        );
+    }
+    if let Some((p50, p99)) = router_added {
+        println!(
+            "- server's own work without sockets (router oneshot − ort): {p50:.1} µs at p50, {p99:.1} µs at p99"
+        );
+    }
+    if let (Some(floor), Some((_, _, total))) = (floor, added) {
+        println!(
+            "- HTTP + loopback TCP + client with no work at all: {floor:.1} µs p50 ({:.0} % of the V2 round trip)",
+            floor / total * 100.0
+        );
+    }
+    for &c in &args.concurrency {
+        if let (Some(on), Some(off)) = (rate("flywheel", "on", c), rate("flywheel", "off", c)) {
+            println!(
+                "- batching on / off at concurrency {c}: {:.2}× ({on:.0} vs {off:.0} rows/s)",
+                on / off
+            );
+        }
+    }
+    for &c in &args.concurrency {
+        if let (Some(fw), Some(ml)) = (rate("flywheel", "on", c), rate("MLServer", "off", c)) {
+            println!(
+                "- flywheel / MLServer throughput at concurrency {c}: {:.1}× ({fw:.0} vs {ml:.0} requests/s)",
+                fw / ml
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -113,6 +114,11 @@ pub struct Backend {
     /// The folder's state just before it was read, for the watch to tell a newer version.
     fingerprint: Option<Fingerprint>,
     queue: mpsc::Sender<Job>,
+    /// The inference threads' batches, for handing a request to an idle thread directly.
+    work: std::sync::mpsc::Sender<Batch>,
+    /// Whether a request may skip the batcher when nothing is queued and a thread is free:
+    /// only without `--max-batch-delay-micros`, which asks batches to wait for more requests.
+    direct: bool,
     permits: Arc<Semaphore>,
     threads: u32,
     /// The primary's queue depth and 429s; `None` for a shadow, whose overflow is counted as
@@ -205,8 +211,7 @@ impl Backend {
                 spec: spec.clone(),
                 session,
                 batches: work_rx.clone(),
-                metrics: metrics.clone(),
-                labels: labels.clone(),
+                metrics: WorkerMetrics::new(&metrics, &labels),
             };
             std::thread::Builder::new()
                 .name(format!("{prefix}-{i}"))
@@ -218,7 +223,7 @@ impl Backend {
         }
         runtime.spawn(batcher(
             requests,
-            work_tx,
+            work_tx.clone(),
             permits.clone(),
             config.max_batch_size.max(1),
             config.max_batch_delay(),
@@ -230,6 +235,8 @@ impl Backend {
             role: load.role,
             fingerprint,
             queue,
+            work: work_tx,
+            direct: config.max_batch_delay().is_zero(),
             permits,
             threads: u32::try_from(threads).unwrap_or(1),
             queue_metrics,
@@ -268,6 +275,10 @@ impl Backend {
             enqueued: Instant::now(),
             reply,
         };
+        let job = match self.dispatch_idle(job) {
+            Ok(()) => return Ok(Pending { answer }),
+            Err(job) => job,
+        };
         match self.queue.try_send(job) {
             Ok(()) => {
                 if let Some((depth, _)) = &self.queue_metrics {
@@ -283,6 +294,28 @@ impl Backend {
             }
             Err(TrySendError::Closed(_)) => Err(PredictError::Closed),
         }
+    }
+
+    /// The idle server's fast path: with nothing queued and an inference thread free, the
+    /// batcher would form a batch of this one job anyway; handing it to the thread directly
+    /// saves the hop through the queue and the batcher task. Gives the job back otherwise (a
+    /// busy server batches through the queue as before; a paused one holds every permit).
+    fn dispatch_idle(&self, job: Job) -> Result<(), Job> {
+        if !self.direct || self.queue.capacity() < self.queue.max_capacity() {
+            return Err(job);
+        }
+        // Fails while the batcher waits for a permit: released permits go to waiters first.
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(job);
+        };
+        let batch = Batch {
+            jobs: vec![job],
+            _permit: permit,
+        };
+        // Only fails once the threads are gone; the queue then answers Closed.
+        self.work
+            .send(batch)
+            .map_err(|std::sync::mpsc::SendError(mut batch)| batch.jobs.swap_remove(0))
     }
 
     /// Waits for running batches to finish, then holds new ones back until the guard drops.
@@ -430,8 +463,27 @@ struct Worker {
     spec: Arc<ModelSpec>,
     session: Session,
     batches: Arc<Mutex<std::sync::mpsc::Receiver<Batch>>>,
-    metrics: Metrics,
-    labels: ModelLabels,
+    metrics: WorkerMetrics,
+}
+
+/// A worker's metric series, looked up once (the label set is fixed per model version) rather
+/// than hashed into each family on every batch.
+struct WorkerMetrics {
+    queue_duration: Histogram,
+    inference_duration: Histogram,
+    batch_size: Histogram,
+    predictions: Counter,
+}
+
+impl WorkerMetrics {
+    fn new(metrics: &Metrics, labels: &ModelLabels) -> WorkerMetrics {
+        WorkerMetrics {
+            queue_duration: metrics.queue_duration.get_or_create(labels).clone(),
+            inference_duration: metrics.inference_duration.get_or_create(labels).clone(),
+            batch_size: metrics.batch_size.get_or_create(labels).clone(),
+            predictions: metrics.predictions.get_or_create(labels).clone(),
+        }
+    }
 }
 
 impl Worker {
@@ -459,9 +511,8 @@ impl Worker {
         if jobs.is_empty() {
             return;
         }
-        let queue_duration = self.metrics.queue_duration.get_or_create(&self.labels);
         for job in &jobs {
-            queue_duration.observe(
+            self.metrics.queue_duration.observe(
                 started
                     .saturating_duration_since(job.enqueued)
                     .as_secs_f64(),
@@ -492,12 +543,8 @@ impl Worker {
             std::panic::catch_unwind(AssertUnwindSafe(|| model::run(spec, session, merged)));
         self.metrics
             .inference_duration
-            .get_or_create(&self.labels)
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .batch_size
-            .get_or_create(&self.labels)
-            .observe(rows as f64);
+        self.metrics.batch_size.observe(rows as f64);
 
         let result = match result {
             Ok(Ok(predictions)) => Ok(predictions),
@@ -506,10 +553,7 @@ impl Worker {
         };
         match result {
             Ok(predictions) => {
-                self.metrics
-                    .predictions
-                    .get_or_create(&self.labels)
-                    .inc_by(rows as u64);
+                self.metrics.predictions.inc_by(rows as u64);
                 if jobs.len() == 1 {
                     // The common unloaded case: no copy.
                     if let Some(job) = jobs.pop() {
