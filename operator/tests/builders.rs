@@ -44,6 +44,7 @@ fn model_deployment(extra: &str) -> ModelDeployment {
 fn serving_config() -> ServingConfig {
     ServingConfig {
         server_image: "ghcr.io/flywheel-ml/server:0.1.0".into(),
+        artifact_root: "file:///artifacts".into(),
         artifact_claim: Some("flywheel-artifacts".into()),
         artifact_env: Vec::new(),
     }
@@ -194,7 +195,9 @@ fn model_deployments_become_a_probed_server_deployment_and_a_service() {
         &[
             "--model-dir=/artifacts/ml/churn/churn-3".to_string(),
             "--model-name=churn".to_string(),
-            "--listen=0.0.0.0:8080".to_string()
+            "--listen=0.0.0.0:8080".to_string(),
+            "--log-dir=/tmp/flywheel-log".to_string(),
+            "--log-archive-uri=/artifacts/ml/logs/churn".to_string(),
         ]
     );
     let ready = c

@@ -128,6 +128,7 @@ fn file_store() -> (JobConfig, ServingConfig) {
         },
         ServingConfig {
             server_image: "ghcr.io/flywheel-ml/flywheel-server:0.1.0".into(),
+            artifact_root: "file:///artifacts".into(),
             artifact_claim: Some(CLAIM.into()),
             artifact_env: Vec::new(),
         },
@@ -145,6 +146,7 @@ fn s3_store() -> (JobConfig, ServingConfig) {
         },
         ServingConfig {
             server_image: "ghcr.io/flywheel-ml/flywheel-server:0.1.0".into(),
+            artifact_root: "s3://flywheel-models/prod".into(),
             artifact_claim: None,
             artifact_env: secret_env(),
         },

@@ -197,6 +197,7 @@ fn context(service_monitors: bool) -> (Arc<Context>, ApiServer) {
         },
         ServingConfig {
             server_image: "ghcr.io/flywheel-ml/flywheel-server:0.1.0".into(),
+            artifact_root: "file:///artifacts".into(),
             artifact_claim: Some("flywheel-artifacts".into()),
             artifact_env: vec![],
         },

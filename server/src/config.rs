@@ -10,10 +10,20 @@ use clap::Parser;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "flywheel-server", version, about)]
 pub struct Config {
-    /// Folder holding model.onnx and model.json, as the trainer writes it (a path or a file://
-    /// URI).
+    /// Folder holding model.onnx and model.json, as the trainer writes it: a path, a file:// URI
+    /// or an s3://bucket/prefix URI (downloaded into --model-cache-dir; credentials from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_REGION and AWS_ENDPOINT_URL).
     #[arg(long, env = "FLYWHEEL_MODEL_DIR")]
     pub model_dir: PathBuf,
+
+    /// Where models from s3:// sources are downloaded to and loaded from. Versions no longer
+    /// served are removed from it on reload.
+    #[arg(
+        long,
+        env = "FLYWHEEL_MODEL_CACHE_DIR",
+        default_value = "/tmp/flywheel-model-cache"
+    )]
+    pub model_cache_dir: PathBuf,
 
     /// Name the model is served under; defaults to the model folder's name.
     #[arg(long, env = "FLYWHEEL_MODEL_NAME")]
@@ -73,6 +83,13 @@ pub struct Config {
     #[arg(long, env = "FLYWHEEL_LOG_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub log_segment_bytes: u64,
 
+    /// Folder in the artifact store that closed prediction-log segments are copied to (an
+    /// s3://bucket/prefix URI, a file:// URI or a path), under a sub-folder per server run. Each
+    /// segment is uploaded in the background once rotated (or at shutdown), retried until it
+    /// succeeds, and removed locally only then. Needs --log-dir.
+    #[arg(long, env = "FLYWHEEL_LOG_ARCHIVE_URI", requires = "log_dir")]
+    pub log_archive_uri: Option<String>,
+
     /// Recent predictions kept in memory for joining feedback; the oldest are evicted, and
     /// feedback for them is reported as unknown (it is still logged). 0 keeps none.
     #[arg(long, env = "FLYWHEEL_FEEDBACK_WINDOW", default_value_t = 100_000)]
@@ -115,6 +132,7 @@ impl Config {
     pub fn for_model_dir(model_dir: impl Into<PathBuf>) -> Config {
         Config {
             model_dir: model_dir.into(),
+            model_cache_dir: PathBuf::from("/tmp/flywheel-model-cache"),
             model_name: None,
             listen: "127.0.0.1:0".to_string(),
             max_batch_size: 64,
@@ -128,6 +146,7 @@ impl Config {
             auth_token: None,
             log_dir: None,
             log_segment_bytes: 64 * 1024 * 1024,
+            log_archive_uri: None,
             feedback_window: 100_000,
             stats_window: 1000,
             watch_interval_seconds: 0,

@@ -32,6 +32,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Closed log segments go to the artifact store from now on (and those left by an earlier
+    // run, once).
+    if let (Some(log), Some(uri)) = (state.log(), state.config().log_archive_uri.as_deref()) {
+        log.archive_to(uri).await?;
+    }
     let app = api::router(state.clone());
     let unready = state.clone();
     // Responses are small and latency-bound: never hold a segment back for Nagle's algorithm.
@@ -52,8 +57,8 @@ pub async fn serve(
     // Shadow predictions of answered requests are logged before the log closes (bounded: they
     // are best effort).
     state.drain_mirrors(state.config().request_timeout()).await;
-    // Every acknowledged record is already on disk; this writes anything still queued and
-    // stops the writer.
+    // Every acknowledged record is already on disk; this writes anything still queued, stops
+    // the writer and, with --log-archive-uri, uploads the last segment (bounded wait).
     if let Some(log) = state.log() {
         log.close().await;
     }

@@ -27,6 +27,8 @@ async fn main() -> std::process::ExitCode {
 async fn run(config: Config) -> Result<(), Error> {
     let listen = config.listen.clone();
     let parent_pid = config.parent_pid;
+    // s3:// model folders are downloaded into the cache first and loaded from there.
+    let config = flywheel_server::source::prepare(config).await?;
     let state = AppState::load(config)?;
     let listener = TcpListener::bind(&listen)
         .await

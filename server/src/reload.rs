@@ -91,16 +91,33 @@ async fn reload_now(state: &AppState, request: ReloadRequest) -> Result<Reloaded
 async fn load_and_swap(state: &AppState, request: ReloadRequest) -> Result<Reloaded, ApiError> {
     let current = state.current();
     let name = current.spec().name.clone();
+    // s3:// sources are downloaded into the cache; the folders now serving stay there.
+    // A new primary's folder is kept too while the shadow's is fetched: neither is loaded yet.
+    let cache = state.config().model_cache_dir.clone();
+    let mut keep: Vec<PathBuf> = vec![current.dir().to_path_buf()];
+    keep.extend(state.shadow().map(|b| b.dir().to_path_buf()));
     let primary_dir = match &request.model_dir {
-        Some(uri) => Some(source::resolve_str(uri).map_err(|e| load_error(&e, MODEL_DIR_FIELD))?),
-        None if request.shadow_model_dir.is_none() => Some(current.dir().to_path_buf()),
+        Some(uri) => Some(
+            source::locate(uri, &cache, &refs(&keep))
+                .await
+                .map_err(|e| load_error(&e, MODEL_DIR_FIELD))?,
+        ),
+        // A plain reload goes back to the source: the bucket, for a cached copy.
+        None if request.shadow_model_dir.is_none() => Some(
+            source::refresh(current.dir(), &cache, &refs(&keep))
+                .await
+                .map_err(|e| load_error(&e, MODEL_DIR_FIELD))?,
+        ),
         None => None,
     };
+    keep.extend(primary_dir.clone());
     let shadow_dir: Option<Option<PathBuf>> = match request.shadow_model_dir.as_deref() {
         None => None,
         Some("") => Some(None),
         Some(uri) => Some(Some(
-            source::resolve_str(uri).map_err(|e| load_error(&e, SHADOW_DIR_FIELD))?,
+            source::locate(uri, &cache, &refs(&keep))
+                .await
+                .map_err(|e| load_error(&e, SHADOW_DIR_FIELD))?,
         )),
     };
 
@@ -162,6 +179,10 @@ async fn load_and_swap(state: &AppState, request: ReloadRequest) -> Result<Reloa
         shadow_version: shadow_spec.map(|s| s.card.version.clone()),
         previous_shadow_version,
     })
+}
+
+fn refs(paths: &[PathBuf]) -> Vec<&std::path::Path> {
+    paths.iter().map(PathBuf::as_path).collect()
 }
 
 /// Loads a model off the async workers (reading and optimizing a graph blocks).
@@ -227,9 +248,9 @@ pub fn load_error(error: &Error, field: &str) -> ApiError {
 
 /// Polls the primary's folder every `interval` and reloads it when its fingerprint changes.
 ///
-/// Polling is deliberate: model folders live on PVCs, NFS mounts and (later) object stores, where
-/// inotify sees nothing or is unreliable; reading one small card and stating one file per
-/// interval costs next to nothing.
+/// Polling is deliberate: model folders live on PVCs, NFS mounts and object stores, where inotify
+/// sees nothing or is unreliable; reading one small card and stating one file (or two HEAD
+/// requests for an `s3://` source) per interval costs next to nothing.
 pub(crate) async fn watch(state: WeakState, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,14 +271,14 @@ pub(crate) async fn watch(state: WeakState, interval: Duration) {
         let dir = current.dir().to_path_buf();
         let loaded = current.fingerprint().cloned();
         drop(current);
-        let seen = match tokio::task::spawn_blocking(move || Fingerprint::of(&dir)).await {
-            Ok(Ok(seen)) => seen,
-            Ok(Err(error)) => {
-                // Mid-copy, or the volume is briefly away: look again next time.
+        // Local files, or the source objects' stamps for a model downloaded from a bucket.
+        let seen = match Fingerprint::poll(&dir).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                // Mid-copy, or the volume or the bucket is briefly away: look again next time.
                 tracing::debug!(%error, "model folder not readable; checking again later");
                 continue;
             }
-            Err(_) => continue,
         };
         if loaded.as_ref() == Some(&seen) || failed.as_ref() == Some(&seen) {
             pending = None;

@@ -157,10 +157,10 @@ async fn failed_loads_keep_the_old_version_serving() {
             "model.onnx",
         ),
         (
-            json!({"parameters": {"model_dir": "s3://bucket/model"}}),
+            json!({"parameters": {"model_dir": "gs://bucket/model"}}),
             400,
             "parameters.model_dir",
-            "unsupported model source",
+            "unsupported scheme 'gs://'",
         ),
         (
             json!({"parameters": {"model_dir": path(&garbled)}}),

@@ -245,6 +245,7 @@ impl OperatorConfig {
     pub fn serving_config(&self) -> ServingConfig {
         ServingConfig {
             server_image: self.server_image.clone(),
+            artifact_root: self.artifact_root.clone(),
             artifact_claim: self.artifact_claim.clone(),
             artifact_env: self.artifact_env(),
         }

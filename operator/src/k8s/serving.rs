@@ -15,6 +15,8 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::labels;
 
+/// The prediction log's folder in server pods (on the `/tmp` scratch volume).
+pub const LOG_DIR: &str = "/tmp/flywheel-log";
 /// The port `flywheel-server` listens on inside the pod.
 pub const SERVER_PORT: i32 = 8080;
 /// Pod template annotation carrying the model version: a new version changes the template, so
@@ -30,6 +32,10 @@ pub const SERVICE_MONITOR_VERSION: &str = "v1";
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServingConfig {
     pub server_image: String,
+    /// Artifact store root (`file:///artifacts` or `s3://bucket/prefix`): the servers archive
+    /// their prediction logs under `<root>/<namespace>/logs/<deployment>`, where retraining
+    /// finds them.
+    pub artifact_root: String,
     /// The PersistentVolumeClaim of a `file://` artifact store, mounted read-only.
     pub artifact_claim: Option<String>,
     /// Object-store credentials for `s3://` models.
@@ -82,11 +88,29 @@ fn probe(path: &str, period: i32) -> Probe {
     }
 }
 
-fn server_args(md: &ModelDeployment) -> Vec<String> {
+/// Where the servers of `md` archive their prediction log segments.
+pub fn log_archive_uri(md: &ModelDeployment, config: &ServingConfig) -> String {
+    format!(
+        "{}/{}/logs/{}",
+        config.artifact_root.trim_end_matches('/'),
+        md.namespace().unwrap_or_else(|| "default".into()),
+        md.name_any()
+    )
+}
+
+fn server_args(md: &ModelDeployment, config: &ServingConfig) -> Vec<String> {
     let mut args = vec![
         format!("--model-dir={}", model_dir(&md.spec.model.uri)),
         format!("--model-name={}", md.name_any()),
         format!("--listen=0.0.0.0:{SERVER_PORT}"),
+        // The log is written (and fsynced) to the pod's scratch volume, which survives
+        // container restarts, and every closed segment is uploaded to the artifact store; a
+        // graceful stop uploads the open one.
+        format!("--log-dir={LOG_DIR}"),
+        format!(
+            "--log-archive-uri={}",
+            model_dir(&log_archive_uri(md, config))
+        ),
     ];
     if let Some(shadow) = &md.spec.shadow {
         args.push(format!("--shadow-model-dir={}", model_dir(&shadow.uri)));
@@ -105,7 +129,8 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
         value: Some("info".into()),
         ..EnvVar::default()
     });
-    let (volumes, mounts) = super::pod_volumes(config.artifact_claim.as_deref(), true);
+    // Writable: the servers archive their prediction logs into the store. Models are only read.
+    let (volumes, mounts) = super::pod_volumes(config.artifact_claim.as_deref(), false);
     Deployment {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -137,7 +162,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
                                 .clone()
                                 .unwrap_or_else(|| config.server_image.clone()),
                         ),
-                        args: Some(server_args(md)),
+                        args: Some(server_args(md, config)),
                         env: Some(env),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
