@@ -23,12 +23,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A model source that is neither a local folder nor a file:// URI.
-    #[error(
-        "unsupported model source '{uri}': only local folders and file:// URIs are served so far"
-    )]
-    UnsupportedSource { uri: String },
-
     #[error("failed to parse model card {path}: {source}")]
     Card {
         path: PathBuf,

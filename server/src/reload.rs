@@ -230,7 +230,7 @@ async fn drain(old: Arc<Backend>, timeout: Duration) {
 /// names the parameter that pointed at the model.
 pub fn load_error(error: &Error, field: &str) -> ApiError {
     let status = match error {
-        Error::Read { .. } | Error::UnsupportedSource { .. } => StatusCode::BAD_REQUEST,
+        Error::Read { .. } => StatusCode::BAD_REQUEST,
         Error::Card { .. }
         | Error::Incompatible { .. }
         | Error::Ort { .. }
