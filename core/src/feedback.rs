@@ -228,6 +228,73 @@ pub fn paired_outcomes(
         .collect()
 }
 
+/// One server's `GET /v1/models/{name}/stats` (the server's wire format).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerStats {
+    pub model: String,
+    pub versions: Vec<VersionStats>,
+}
+
+/// One model version's counts and online metrics on one server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionStats {
+    pub model_version: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    pub predictions: u64,
+    /// Predictions that received feedback since the server started.
+    pub labelled: u64,
+    /// Labelled predictions the metrics cover.
+    pub window: u64,
+    #[serde(default)]
+    pub accuracy: Option<f64>,
+    #[serde(default)]
+    pub rmse: Option<f64>,
+    #[serde(default)]
+    pub mae: Option<f64>,
+}
+
+/// Labelled predictions and the online metric of `version` across replicas: counts add up,
+/// accuracy is averaged and RMSE pooled, each weighted by the rows it covers.
+pub fn combine(stats: &[ServerStats], version: &str) -> (u64, Option<OnlineMetric>) {
+    let rows: Vec<&VersionStats> = stats
+        .iter()
+        .flat_map(|s| s.versions.iter())
+        .filter(|v| v.model_version == version)
+        .collect();
+    let labelled = rows.iter().map(|v| v.labelled).sum();
+    let pooled = |pick: fn(&VersionStats) -> Option<f64>, squared: bool| {
+        let (weight, total) = rows
+            .iter()
+            .filter_map(|v| Some((v.window as f64, pick(v)?)))
+            .filter(|(w, value)| *w > 0.0 && value.is_finite())
+            .fold((0.0, 0.0), |(w, t), (weight, value)| {
+                (
+                    w + weight,
+                    t + weight * if squared { value * value } else { value },
+                )
+            });
+        (weight > 0.0).then(|| {
+            let mean = total / weight;
+            (if squared { mean.sqrt() } else { mean }, weight as u64)
+        })
+    };
+    let online = pooled(|v| v.accuracy, false)
+        .map(|(value, samples)| OnlineMetric {
+            name: "accuracy",
+            value,
+            samples,
+        })
+        .or_else(|| {
+            pooled(|v| v.rmse, true).map(|(value, samples)| OnlineMetric {
+                name: "rmse",
+                value,
+                samples,
+            })
+        });
+    (labelled, online)
+}
+
 /// A group of production rows sharing one categorical value, and how the model did on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -356,6 +423,29 @@ mod tests {
             }]
         );
         assert!(paired_outcomes(&rows, false, "v3").is_empty());
+    }
+
+    #[test]
+    fn replicas_stats_combine_weighted_by_their_windows() {
+        let stats = |accuracy: f64, window: u64, labelled: u64| ServerStats {
+            model: "m".into(),
+            versions: vec![VersionStats {
+                model_version: "v1".into(),
+                role: Some("primary".into()),
+                predictions: 1000,
+                labelled,
+                window,
+                accuracy: Some(accuracy),
+                rmse: None,
+                mae: None,
+            }],
+        };
+        let (labelled, online) = combine(&[stats(0.9, 100, 150), stats(0.6, 50, 60)], "v1");
+        assert_eq!(labelled, 210);
+        let online = online.unwrap();
+        assert_eq!((online.name, online.samples), ("accuracy", 150));
+        assert!((online.value - 0.8).abs() < 1e-12);
+        assert_eq!(combine(&[stats(0.9, 100, 150)], "v2"), (0, None));
     }
 
     #[test]

@@ -891,3 +891,130 @@ async fn a_model_deployment_rolls_out_then_rests() {
         .await;
     finish(task, ctx, server).await;
 }
+
+#[tokio::test]
+async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
+    let deployments = "/apis/apps/v1/namespaces/ml/deployments";
+    let services = "/api/v1/namespaces/ml/services";
+    let mut md = model_deployment();
+    md.spec.model.study = Some("penguins".into());
+    md.spec.retraining = Some(serde_json::from_value(json!({"metricThreshold": 0.9})).unwrap());
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("{deployments}/penguins"),
+            &[],
+            404,
+            not_found("penguins"),
+        )
+        .await;
+    server
+        .expect_apply(&format!("{deployments}/penguins"), "flywheel-operator")
+        .await;
+    server
+        .expect(
+            Method::GET,
+            &format!("{services}/penguins"),
+            &[],
+            404,
+            not_found("penguins"),
+        )
+        .await;
+    server
+        .expect_apply(&format!("{services}/penguins"), "flywheel-operator")
+        .await;
+
+    // Both ready replicas are asked (through the pod proxy); the not-ready one is not.
+    let pod = |name: &str, ready: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ml"},
+               "status": {"conditions": [{"type": "Ready", "status": ready}]}})
+    };
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods",
+            &[(
+                "labelSelector",
+                "app.kubernetes.io/name=flywheel-server,app.kubernetes.io/component=penguins",
+            )],
+            200,
+            list(
+                "Pod",
+                vec![
+                    pod("penguins-a", "True"),
+                    pod("penguins-b", "True"),
+                    pod("penguins-c", "False"),
+                ],
+            ),
+        )
+        .await;
+    let stats = |accuracy: f64, window: u64| {
+        json!({"model": "penguins", "versions": [
+            {"model_version": "penguins-1", "role": "primary", "predictions": 900, "labelled": window, "window": window, "accuracy": accuracy}]})
+    };
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/stats",
+            &[],
+            200,
+            stats(0.9, 300),
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-b:8080/proxy/v1/models/penguins/stats",
+            &[],
+            200,
+            stats(0.6, 100),
+        )
+        .await;
+    let owner = json!({"apiVersion": "flywheel.dev/v1alpha1", "kind": "Study",
+        "metadata": {"name": "penguins", "namespace": "ml"},
+        "spec": serde_json::to_value(study_object("{maxTrials: 2}", None).spec).unwrap(),
+        "status": {"phase": "Succeeded", "trials": {"pending": 0, "running": 0, "succeeded": 2, "failed": 0, "pruned": 0},
+                   "bestTrial": {"name": "penguins-1", "family": "logistic", "objective": 0.97, "metrics": {"accuracy": 0.97}}}});
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins",
+            &[],
+            200,
+            owner,
+        )
+        .await;
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            &[("fieldManager", "flywheel-operator"), ("force", "true")],
+            200,
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status = &patch.body["status"];
+    assert_eq!(status["labelledPredictions"], 400);
+    // (300 × 0.9 + 100 × 0.6) / 400
+    assert!((status["onlineMetrics"]["accuracy"].as_f64().unwrap() - 0.825).abs() < 1e-9);
+    let due = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == deployment::RETRAINING_DUE)
+        .unwrap();
+    assert_eq!(
+        (&due["status"], &due["reason"]),
+        (&json!("True"), &json!("MetricThreshold"))
+    );
+    assert_eq!(
+        server.expect_event("ml").await["reason"],
+        deployment::RETRAINING_DUE
+    );
+    assert_eq!(
+        finish(task, ctx, server).await,
+        Action::requeue(deployment::STATS_REQUEUE)
+    );
+}

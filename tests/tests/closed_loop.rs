@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flywheel_core::api::{Study, TrialOrigin};
+use flywheel_core::feedback::{ServerStats, combine};
 use serde_json::{Value, json};
 
 mod common;
@@ -183,6 +184,15 @@ fn feedback_retrains_a_warm_started_child_that_the_shadow_gate_promotes() {
     let port = free_port();
     let server = start_server(&parent_model, &log_dir, port);
     traffic(port, &mut rng, 300);
+    // What the operator reads from each replica: the server's stats in core's wire type.
+    let (code, stats) = get_json(port, "/v1/models/shift/stats").unwrap();
+    assert_eq!(code, 200, "{stats}");
+    let stats: ServerStats = serde_json::from_value(stats).unwrap();
+    let (labelled, online) = combine(&[stats], &parent_version);
+    assert_eq!(labelled, 300);
+    let online = online.unwrap();
+    assert_eq!(online.name, "accuracy");
+    assert!(online.value < 0.9, "region C is reversed: {online:?}");
 
     // Too few labels for this policy: nothing happens.
     let (code, text) = run_flywheel(&[

@@ -97,6 +97,11 @@ no Secrets (pods read the artifact Secret through secretKeyRef, the operator nev
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# Online metrics of prediction servers (`/v1/models/{name}/stats` of each replica, through the
+# API server's pod proxy) for ModelDeployments with a retraining policy.
+- apiGroups: [""]
+  resources: ["pods/proxy"]
+  verbs: ["get"]
 # Prediction servers.
 - apiGroups: ["apps"]
   resources: ["deployments"]

@@ -8,11 +8,16 @@
 
 use std::sync::Arc;
 
-use flywheel_core::api::{ModelDeployment, ModelDeploymentStatus};
+use std::collections::BTreeMap;
+
+use flywheel_core::api::{ModelDeployment, ModelDeploymentStatus, RetrainingPolicy, Study};
+use flywheel_core::feedback::{self, ServerStats};
 use flywheel_core::k8s_openapi::api::apps::v1::Deployment;
+use flywheel_core::k8s_openapi::api::core::v1::Pod;
 use flywheel_core::k8s_openapi::api::core::v1::Service;
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
-use kube::api::{Patch, PatchParams};
+use flywheel_core::retraining::{self, ServingState, Trigger};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -26,13 +31,16 @@ use crate::error::{Error, KubeContext};
 use crate::k8s::FIELD_MANAGER;
 use crate::k8s::observe::set_condition;
 use crate::k8s::serving::{
-    endpoint, server_deployment, server_service, server_service_monitor, service_monitor_resource,
+    SERVER_PORT, endpoint, server_deployment, server_service, server_service_monitor,
+    service_monitor_resource,
 };
 
 /// Annotation holding the digest of the desired object last applied.
 pub const APPLIED_DIGEST: &str = "flywheel.dev/applied-digest";
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
+/// A retraining trigger of `spec.retraining` fired (reason: the trigger).
+pub const RETRAINING_DUE: &str = "RetrainingDue";
 
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = md.namespace().ok_or_else(|| Error::Operator {
@@ -60,7 +68,13 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
 
     let previous = md.status.clone().unwrap_or_default();
     let now = Time(ctx.now());
-    let status = serving_status(&md, &deployment, &previous, &now);
+    let mut status = serving_status(&md, &deployment, &previous, &now);
+    let mut due = None;
+    if let Some(policy) = &md.spec.retraining {
+        let stats = server_stats(&ctx, &namespace, &md).await?;
+        let training = training_metrics(&ctx, &namespace, &md).await?;
+        due = apply_retraining(&mut status, &md, policy, &stats, training, &now);
+    }
     if status != previous {
         let body = json!({
             "apiVersion": ModelDeployment::api_version(&()),
@@ -75,6 +89,17 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         )
         .await
         .doing(|| format!("write the status of modeldeployment {name}"))?;
+        if let Some(trigger) = &due
+            && !condition_holds(&previous.conditions, RETRAINING_DUE)
+        {
+            ctx.event(
+                md.as_ref(),
+                EventType::Normal,
+                RETRAINING_DUE,
+                format!("{}: {}", trigger.reason, trigger.message),
+            )
+            .await;
+        }
         if status.serving_version != previous.serving_version
             && let Some(version) = &status.serving_version
         {
@@ -87,8 +112,142 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             .await;
         }
     }
+    if md.spec.retraining.is_some() {
+        // Feedback arrives at the servers, not the API server: poll their stats.
+        return Ok(Action::requeue(STATS_REQUEUE));
+    }
     // Deployment changes (pods becoming ready) wake the controller through `owns`.
     Ok(Action::await_change())
+}
+
+/// How often the servers' online stats are read for a ModelDeployment with a retraining policy.
+pub const STATS_REQUEUE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn condition_holds(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// `/v1/models/{name}/stats` of every ready server pod, through the API server's pod proxy (each
+/// replica counts its own feedback, so all of them are read). A pod that does not answer is
+/// skipped: the next poll reads it again.
+async fn server_stats(
+    ctx: &Context,
+    namespace: &str,
+    md: &ModelDeployment,
+) -> Result<Vec<ServerStats>, Error> {
+    let name = md.name_any();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}=flywheel-server,{}={name}",
+        crate::k8s::labels::NAME,
+        crate::k8s::labels::COMPONENT
+    );
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .doing(|| format!("list the server pods of modeldeployment {name}"))?;
+    let mut stats = Vec::new();
+    for pod in list.items.iter().filter(|p| pod_ready(p)) {
+        let path = format!(
+            "/api/v1/namespaces/{namespace}/pods/{}:{SERVER_PORT}/proxy/v1/models/{name}/stats",
+            pod.name_any()
+        );
+        let Ok(request) = http::Request::get(&path).body(Vec::new()) else {
+            continue;
+        };
+        match ctx.client.request::<ServerStats>(request).await {
+            Ok(answer) => stats.push(answer),
+            Err(error) => {
+                tracing::debug!(pod = %pod.name_any(), %error, "failed to read server stats")
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// The serving model's validation metrics, from the Study that produced it.
+async fn training_metrics(
+    ctx: &Context,
+    namespace: &str,
+    md: &ModelDeployment,
+) -> Result<BTreeMap<String, f64>, Error> {
+    let Some(study) = &md.spec.model.study else {
+        return Ok(BTreeMap::new());
+    };
+    let studies: Api<Study> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = studies
+        .get_opt(study)
+        .await
+        .doing(|| format!("read study {study}"))?;
+    Ok(found
+        .and_then(|s| s.status)
+        .and_then(|s| s.best_trial)
+        .filter(|best| best.name == md.spec.model.version)
+        .map(|best| best.metrics)
+        .unwrap_or_default())
+}
+
+/// Records the online metric and labelled count of the serving version and whether the
+/// retraining policy fired (condition `RetrainingDue`); returns the trigger when it did.
+pub fn apply_retraining(
+    status: &mut ModelDeploymentStatus,
+    md: &ModelDeployment,
+    policy: &RetrainingPolicy,
+    stats: &[ServerStats],
+    training_metrics: BTreeMap<String, f64>,
+    now: &Time,
+) -> Option<Trigger> {
+    let (labelled, online) = feedback::combine(stats, &md.spec.model.version);
+    status.labelled_predictions = Some(labelled);
+    status.online_metrics = online
+        .map(|o| BTreeMap::from([(o.name.to_string(), o.value)]))
+        .unwrap_or_default();
+    let model_age_seconds = status
+        .promoted_time
+        .as_ref()
+        .map(|t| now.0.duration_since(t.0).as_secs().max(0) as u64);
+    let trigger = retraining::evaluate(
+        policy,
+        &ServingState {
+            online,
+            new_labels: labelled,
+            training_metrics,
+            model_age_seconds,
+        },
+    );
+    let due = match &trigger {
+        Some(trigger) => condition(
+            RETRAINING_DUE,
+            "True",
+            &trigger.reason,
+            trigger.message.clone(),
+            md,
+            now,
+        ),
+        None => condition(
+            RETRAINING_DUE,
+            "False",
+            "WithinPolicy",
+            "no retraining trigger fired".into(),
+            md,
+            now,
+        ),
+    };
+    set_condition(&mut status.conditions, due);
+    trigger
 }
 
 /// The existing object, or the desired one applied when it is missing or its digest differs.
