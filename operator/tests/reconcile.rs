@@ -1018,3 +1018,104 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
         Action::requeue(deployment::STATS_REQUEUE)
     );
 }
+
+#[tokio::test]
+async fn a_candidate_creates_a_missing_lease_and_loses_a_race_gracefully() {
+    use flywheel_operator::controller::lease::{Elector, LeaseSettings};
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/flywheel-system/leases";
+    let (service, handle) = pair::<Request<Body>, Response<Body>>();
+    let mut server = ApiServer { handle };
+    let elector = Arc::new(Elector::new(
+        Client::new(service, "default"),
+        LeaseSettings::new(
+            "flywheel-operator".into(),
+            "flywheel-system".into(),
+            "operator-0".into(),
+        ),
+    ));
+    let round = {
+        let elector = elector.clone();
+        tokio::spawn(async move { elector.try_acquire_or_renew().await })
+    };
+    server
+        .expect(
+            Method::GET,
+            &format!("{leases}/flywheel-operator"),
+            &[],
+            404,
+            not_found("flywheel-operator"),
+        )
+        .await;
+    let created = server
+        .expect(
+            Method::POST,
+            leases,
+            &[],
+            201,
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": "flywheel-operator", "namespace": "flywheel-system", "resourceVersion": "40"},
+                   "spec": {"holderIdentity": "operator-0", "leaseDurationSeconds": 15}}),
+        )
+        .await;
+    assert_eq!(created.body["metadata"]["name"], "flywheel-operator");
+    assert_eq!(created.body["spec"]["holderIdentity"], "operator-0");
+    assert_eq!(created.body["spec"]["leaseDurationSeconds"], 15);
+    assert!(round.await.unwrap().unwrap(), "the creator leads");
+
+    // Another replica holds a fresh lease: follow it, write nothing.
+    let round = {
+        let elector = elector.clone();
+        tokio::spawn(async move { elector.try_acquire_or_renew().await })
+    };
+    let now = Timestamp::now();
+    let held = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "flywheel-operator", "namespace": "flywheel-system", "resourceVersion": "41"},
+        "spec": {"holderIdentity": "operator-1", "leaseDurationSeconds": 15,
+                 "renewTime": now.to_string(), "acquireTime": now.to_string(), "leaseTransitions": 2}});
+    server
+        .expect(
+            Method::GET,
+            &format!("{leases}/flywheel-operator"),
+            &[],
+            200,
+            held.clone(),
+        )
+        .await;
+    assert!(!round.await.unwrap().unwrap());
+
+    // It expired: take it over with a replace conditional on the version read; a conflict means
+    // another candidate won the round.
+    let round = {
+        let elector = elector.clone();
+        tokio::spawn(async move { elector.try_acquire_or_renew().await })
+    };
+    let mut expired = held.clone();
+    let old = (now - std::time::Duration::from_secs(60)).to_string();
+    expired["spec"]["renewTime"] = json!(old);
+    server
+        .expect(
+            Method::GET,
+            &format!("{leases}/flywheel-operator"),
+            &[],
+            200,
+            expired,
+        )
+        .await;
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                          "message": "the object has been modified"});
+    let replace = server
+        .expect(
+            Method::PUT,
+            &format!("{leases}/flywheel-operator"),
+            &[],
+            409,
+            conflict,
+        )
+        .await;
+    assert_eq!(replace.body["metadata"]["resourceVersion"], "41");
+    assert_eq!(replace.body["spec"]["holderIdentity"], "operator-0");
+    assert_eq!(replace.body["spec"]["leaseTransitions"], 3);
+    assert!(!round.await.unwrap().unwrap());
+    drop(elector);
+    server.done().await;
+}
