@@ -14,7 +14,7 @@ import time
 import warnings
 
 import numpy as np
-from sklearn import ensemble, linear_model, neural_network, tree
+from sklearn import ensemble, linear_model, neural_network, svm, tree
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import accuracy_score
@@ -56,6 +56,10 @@ def model_for(family, params, n_train, threads):
     if family == "logistic":
         # Trainer: mean log loss + alpha/2 ||w||^2  ==  sklearn C = 1 / (alpha * n).
         return linear_model.LogisticRegression(C=1.0 / (p["alpha"] * n_train), max_iter=1000)
+    if family == "svm":
+        # Same objective as the trainer: squared hinge, C on the summed loss, intercept as a
+        # regularised constant feature (intercept_scaling=1); dual="auto" picks its solver.
+        return svm.LinearSVC(C=p["c"], max_iter=1000)
     if family == "decision_tree":
         return tree.DecisionTreeClassifier(max_depth=p["max_depth"], min_samples_leaf=p["min_samples_leaf"],
                                            random_state=0)
@@ -95,7 +99,7 @@ def main():
     train = np.flatnonzero(mask)
     # Feature handling as the trainer: one-hot categories and standardised inputs for linear models
     # and the MLP, category codes for trees; median imputation for numbers.
-    linear = family in ("logistic", "mlp")
+    linear = family in ("logistic", "svm", "mlp")
     if linear:
         cat = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=2, max_categories=33)
         num = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())

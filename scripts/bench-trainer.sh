@@ -8,23 +8,29 @@
 # validation reports) against scikit-learn's estimator fit(); loading, featurisation, ONNX export
 # and the parity gate are excluded on both sides. Ratio = flywheel / sklearn (below 1: faster).
 #
-# usage: scripts/bench-trainer.sh [DATASET_DIR]   (default ../shared/datasets from the repo root)
+# usage: scripts/bench-trainer.sh [DATASET_DIR] [FAMILY...]
+#   DATASET_DIR defaults to ../shared/datasets from the repo root; FAMILY (logistic, svm,
+#   decision_tree, random_forest, gradient_boosting, mlp) defaults to all of them.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 datasets="${1:-../shared/datasets}"
+shift || true
+families=("$@")
+[ ${#families[@]} -gt 0 ] || families=(logistic svm decision_tree random_forest gradient_boosting mlp)
 threads=2
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$root/.tools/onnxruntime/libonnxruntime.so}"
 [ -f "$ORT_DYLIB_PATH" ] || scripts/fetch-onnxruntime.sh
 scripts/setup-python.sh
 cargo build --release -q -p flywheel-trainer
-trainer="$root/target/release/flywheel-trainer"
+trainer="${CARGO_TARGET_DIR:-$root/target}/release/flywheel-trainer"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 # The same hyper-parameters reach both sides: scikit-learn reads them back from model.json.
 declare -A params=(
   [logistic]='{"penalty":"l2","alpha":0.0001}'
+  [svm]='{"c":1.0}'
   [decision_tree]='{"max_depth":10}'
   [random_forest]='{"n_estimators":100}'
   [gradient_boosting]='{"n_estimators":100}'
@@ -35,7 +41,7 @@ echo "|---|---|---|---|---|---|---|"
 for spec in adult.csv:income letter.csv:lettr; do
   file="$datasets/${spec%%:*}"
   target="${spec#*:}"
-  for family in logistic decision_tree random_forest gradient_boosting mlp; do
+  for family in "${families[@]}"; do
     out="$work/${spec%%.*}-$family"
     "$trainer" --dataset "$file" --target "$target" --family "$family" \
       --params "${params[$family]}" --threads "$threads" --seed 0 --output "$out" \

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use flywheel_store::Location;
 
 /// Train one model family on a tabular dataset, export the whole pipeline to ONNX and check that
 /// the export reproduces the trained model. Speaks the Flywheel trial protocol
@@ -11,7 +12,8 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flywheel-trainer", version)]
 pub struct Args {
-    /// Dataset location: a `file://` URI or a plain path to a CSV file with a header row.
+    /// Dataset location: a plain path, a `file://` URI or an `s3://bucket/key` URI of a CSV file
+    /// with a header row.
     #[arg(long, env = "FLYWHEEL_DATASET")]
     pub dataset: String,
 
@@ -29,8 +31,8 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_METRIC")]
     pub metric: Option<String>,
 
-    /// Model family: linear, logistic, decision_tree, random_forest, gradient_boosting, mlp (svm
-    /// is catalogued but not trained by this version).
+    /// Model family: linear, logistic, svm, decision_tree, random_forest, gradient_boosting or
+    /// mlp.
     #[arg(long, env = "FLYWHEEL_FAMILY")]
     pub family: String,
 
@@ -48,10 +50,12 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_BUDGET")]
     pub budget: Option<u64>,
 
-    /// Artifact folder (a path or a `file://` URI); created if missing. model.onnx, model.json,
-    /// schema.json, holdout.json and result.json land here.
+    /// Artifact folder: a path or a `file://` URI (created if missing), or an `s3://bucket/prefix`
+    /// URI (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_REGION and
+    /// AWS_ENDPOINT_URL). model.onnx, model.json, schema.json, holdout.json and result.json land
+    /// here, result.json last.
     #[arg(long, env = "FLYWHEEL_OUTPUT", value_parser = parse_output)]
-    pub output: PathBuf,
+    pub output: Output,
 
     /// Worker threads for training and inference; keep it at the pod's CPU limit so parallel
     /// trials do not oversubscribe the node.
@@ -80,35 +84,74 @@ pub struct Args {
     pub holdout: f64,
 }
 
-/// The artifact folder of `--output`: the operator hands trials `file://` URIs (the artifact
-/// store's form), a person usually a path.
-fn parse_output(value: &str) -> Result<PathBuf, String> {
+/// Where a trial's artifacts go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A local folder; files are renamed into it from a staging folder beside them.
+    Local(PathBuf),
+    /// An object-store folder (`s3://`); files are staged under the temp dir (a pod's root file
+    /// system is read-only, /tmp an emptyDir) and uploaded.
+    Store(Location),
+}
+
+impl Output {
+    /// The folder as the result document's `artifact_uri` names it, before canonicalisation.
+    pub fn uri(&self) -> String {
+        match self {
+            Output::Local(path) => format!("file://{}", path.display()),
+            Output::Store(location) => location.to_string(),
+        }
+    }
+}
+
+/// The artifact folder of `--output`: the operator hands trials `file://` or `s3://` URIs (the
+/// artifact store's forms), a person usually a path.
+fn parse_output(value: &str) -> Result<Output, String> {
     match value.split_once("://") {
-        None => Ok(PathBuf::from(value)),
-        Some(("file", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
+        None => Ok(Output::Local(PathBuf::from(value))),
+        Some(("file", path)) if !path.is_empty() => Ok(Output::Local(PathBuf::from(path))),
+        Some(("s3", _)) => match Location::parse(value) {
+            Ok(location @ Location::S3 { .. }) => Ok(Output::Store(location)),
+            Ok(Location::Local(path)) => Ok(Output::Local(path)),
+            Err(error) => Err(error.to_string()),
+        },
         Some((scheme, _)) => Err(format!(
-            "unsupported artifact scheme {scheme:?}: pass a folder path or a file:// URI"
+            "unsupported artifact scheme {scheme:?}: pass a folder path, a file:// URI or an \
+             s3://bucket/prefix URI"
         )),
     }
 }
 
 #[cfg(test)]
 mod output_tests {
-    use super::parse_output;
+    use super::{Location, Output, parse_output};
     use std::path::PathBuf;
 
     #[test]
-    fn output_takes_paths_and_file_uris_only() {
+    fn output_takes_paths_file_and_s3_uris() {
         assert_eq!(
             parse_output("file:///artifacts/ml/s/s-0"),
-            Ok(PathBuf::from("/artifacts/ml/s/s-0"))
+            Ok(Output::Local(PathBuf::from("/artifacts/ml/s/s-0")))
         );
-        assert_eq!(parse_output("out/t-1"), Ok(PathBuf::from("out/t-1")));
-        assert!(
-            parse_output("s3://bucket/x")
-                .unwrap_err()
-                .contains("file://")
+        assert_eq!(
+            parse_output("out/t-1"),
+            Ok(Output::Local(PathBuf::from("out/t-1")))
         );
+        assert_eq!(
+            parse_output("s3://bucket/ml/s/s-0/"),
+            Ok(Output::Store(Location::S3 {
+                bucket: "bucket".into(),
+                key: "ml/s/s-0".into()
+            }))
+        );
+        assert_eq!(
+            parse_output("s3://bucket/ml/s/s-0")
+                .map(|o| o.uri())
+                .as_deref(),
+            Ok("s3://bucket/ml/s/s-0")
+        );
+        assert!(parse_output("gs://bucket/x").unwrap_err().contains("s3://"));
+        assert!(parse_output("s3:///x").unwrap_err().contains("bucket"));
         assert!(parse_output("file://").is_err());
     }
 }

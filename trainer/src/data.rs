@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use flywheel_core::search::space::Task;
+use flywheel_store::{BlockingStore, Location, StoreError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -35,29 +36,52 @@ pub struct Source {
     pub digest: String,
 }
 
-/// Reads a dataset URI. Only local files for now; object stores plug in here.
+/// Reads a dataset URI: a plain path, `file://` or `s3://` (through the artifact store).
 pub fn fetch(uri: &str) -> Result<Source> {
     let path = match uri.split_once("://") {
         None => PathBuf::from(uri),
         Some(("file", rest)) => PathBuf::from(rest),
+        Some(("s3", _)) => return fetch_object(uri),
         Some((scheme, _)) => {
             return Err(TrainerError::bad_input(format!(
-                "unsupported dataset scheme {scheme:?} in {uri:?}: use file:// or a plain path"
+                "unsupported dataset scheme {scheme:?} in {uri:?}: use file://, s3:// or a plain \
+                 path"
             )));
         }
     };
     let bytes = std::fs::read(&path).map_err(|e| {
         TrainerError::bad_input(format!("failed to read dataset {}: {e}", path.display()))
     })?;
+    Ok(source(uri, bytes))
+}
+
+/// Reads an object-store dataset. What the caller can fix (a missing object, no or refused
+/// credentials, a malformed URI) is bad input; anything else (the service unreachable after
+/// retries) is internal, as a retry may succeed.
+fn fetch_object(uri: &str) -> Result<Source> {
+    let bad_input = |e: StoreError| TrainerError::bad_input(format!("failed to read dataset: {e}"));
+    let location = Location::parse(uri).map_err(bad_input)?;
+    let store = BlockingStore::from_env()
+        .map_err(|e| TrainerError::Internal(format!("failed to read dataset {uri}: {e}")))?;
+    let bytes = store.get(&location).map_err(|e| match e {
+        StoreError::S3 { .. } | StoreError::Io { .. } | StoreError::Runtime(_) => {
+            TrainerError::Internal(format!("failed to read dataset: {e}"))
+        }
+        e => bad_input(e),
+    })?;
+    Ok(source(uri, bytes.to_vec()))
+}
+
+fn source(uri: &str, bytes: Vec<u8>) -> Source {
     let digest = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    Ok(Source {
+    Source {
         uri: uri.to_string(),
         bytes,
         digest,
-    })
+    }
 }
 
 /// A CSV file as string columns (`None` is a missing cell).

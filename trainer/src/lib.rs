@@ -13,6 +13,7 @@ pub mod model;
 pub mod onnx;
 pub mod params;
 pub mod parity;
+pub mod svm;
 pub mod tree;
 pub mod trial;
 

@@ -48,31 +48,89 @@ impl LinearModel {
     }
 }
 
-/// Row-major copy of the features in f64, with the row count.
-struct Dense {
-    rows: usize,
-    width: usize,
-    data: Vec<f64>,
+/// The features row by row with exact zeros left out (compressed sparse rows, f64). One-hot
+/// columns are mostly zero (adult: ~14 of 99 entries per row are non-zero), so row passes over
+/// this cost a fraction of a dense pass; fully dense data pays only the index loads.
+pub(crate) struct Rows {
+    pub rows: usize,
+    pub width: usize,
+    offsets: Vec<usize>,
+    index: Vec<u32>,
+    values: Vec<f64>,
 }
 
-impl Dense {
-    fn from(x: &Matrix) -> Dense {
-        let width = x.width();
-        let mut data = vec![0.0; x.rows * width];
-        for (j, col) in x.columns.iter().enumerate() {
+impl Rows {
+    pub fn from(x: &Matrix) -> Rows {
+        let mut counts = vec![0usize; x.rows + 1];
+        for col in &x.columns {
             for (i, &v) in col.iter().enumerate() {
-                data[i * width + j] = f64::from(v);
+                if v != 0.0 {
+                    counts[i + 1] += 1;
+                }
             }
         }
-        Dense {
+        for i in 0..x.rows {
+            counts[i + 1] += counts[i];
+        }
+        let offsets = counts;
+        let nnz = offsets[x.rows];
+        let mut index = vec![0u32; nnz];
+        let mut values = vec![0.0; nnz];
+        let mut next = offsets[..x.rows].to_vec();
+        // Column by column keeps each row's entries in ascending column order.
+        for (j, col) in x.columns.iter().enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                if v != 0.0 {
+                    index[next[i]] = j as u32;
+                    values[next[i]] = f64::from(v);
+                    next[i] += 1;
+                }
+            }
+        }
+        Rows {
             rows: x.rows,
-            width,
-            data,
+            width: x.width(),
+            offsets,
+            index,
+            values,
         }
     }
 
-    fn row(&self, i: usize) -> &[f64] {
-        &self.data[i * self.width..(i + 1) * self.width]
+    /// Column indices and values of row `i`'s non-zero entries.
+    #[inline]
+    pub fn row(&self, i: usize) -> (&[u32], &[f64]) {
+        let range = self.offsets[i]..self.offsets[i + 1];
+        (&self.index[range.clone()], &self.values[range])
+    }
+
+    /// `w · x_i` over the first `width` entries of `w`.
+    #[inline]
+    pub fn dot(&self, i: usize, w: &[f64]) -> f64 {
+        let (index, values) = self.row(i);
+        index
+            .iter()
+            .zip(values)
+            .map(|(&j, v)| w[j as usize] * v)
+            .sum()
+    }
+
+    /// `w += a x_i`.
+    #[inline]
+    pub fn axpy(&self, i: usize, a: f64, w: &mut [f64]) {
+        let (index, values) = self.row(i);
+        for (&j, v) in index.iter().zip(values) {
+            w[j as usize] += a * v;
+        }
+    }
+
+    /// Stored (non-zero) entries over all rows.
+    pub fn nnz(&self) -> usize {
+        self.values.len()
+    }
+
+    /// `‖x_i‖²`.
+    pub fn norm2(&self, i: usize) -> f64 {
+        self.row(i).1.iter().map(|v| v * v).sum()
     }
 }
 
@@ -86,53 +144,56 @@ pub fn fit_logistic(
     alpha: f64,
     threads: usize,
 ) -> LinearModel {
-    let dense = Dense::from(x);
+    let rows = Rows::from(x);
     let outputs = if classes == 2 { 1 } else { classes };
-    let stride = dense.width + 1;
     let problem = Logistic {
-        x: &dense,
+        x: &rows,
         y,
         outputs,
         threads: threads.max(1),
     };
-    let start = vec![0.0; outputs * stride];
+    // Parameters feature-major (see `Logistic`); the intercepts, last, are not penalised.
+    let penalised = rows.width * outputs;
+    let start = vec![0.0; penalised + outputs];
     let (params, iterations) = match penalty {
         Penalty::L2 => {
             let objective = |p: &[f64], g: &mut [f64]| -> f64 {
                 let mut f = problem.loss_grad(p, g);
-                for k in 0..outputs {
-                    for j in 0..dense.width {
-                        let w = p[k * stride + j];
-                        f += 0.5 * alpha * w * w;
-                        g[k * stride + j] += alpha * w;
-                    }
+                for (w, gw) in p[..penalised].iter().zip(&mut g[..penalised]) {
+                    f += 0.5 * alpha * w * w;
+                    *gw += alpha * w;
                 }
                 f
             };
-            lbfgs(start, objective, 500, 1e-7)
+            lbfgs(start, objective, 500, LBFGS_TOLERANCE)
         }
         Penalty::L1 => {
-            let lipschitz = if outputs == 1 { 0.25 } else { 0.5 } * top_eigenvalue(&dense);
+            let lipschitz = if outputs == 1 { 0.25 } else { 0.5 } * top_eigenvalue(&rows);
             fista(
                 start,
                 |p, g| problem.loss_grad(p, g),
                 lipschitz,
                 alpha,
-                stride,
+                penalised,
                 1000,
             )
         }
     };
-    unpack(&params, outputs, stride, iterations)
+    unpack(&params, outputs, rows.width, iterations)
 }
 
-fn unpack(params: &[f64], outputs: usize, stride: usize, iterations: usize) -> LinearModel {
+/// L-BFGS stops when no gradient entry exceeds this. The objective is a per-row mean, so the
+/// bound means the same on every dataset; measured on adult and letter (alpha 1e-4), 1e-5 leaves
+/// every holdout prediction of the former 1e-7 unchanged with about half the iterations, while
+/// scikit-learn's 1e-4 moves adult's accuracy by 0.03 points.
+const LBFGS_TOLERANCE: f64 = 1e-5;
+
+/// Feature-major parameters (`[feature][output]`, intercepts last) to a `LinearModel`.
+fn unpack(params: &[f64], outputs: usize, width: usize, iterations: usize) -> LinearModel {
     let coef = (0..outputs)
-        .map(|k| params[k * stride..k * stride + stride - 1].to_vec())
+        .map(|k| (0..width).map(|j| params[j * outputs + k]).collect())
         .collect();
-    let intercept = (0..outputs)
-        .map(|k| params[k * stride + stride - 1])
-        .collect();
+    let intercept = params[width * outputs..].to_vec();
     LinearModel {
         coef,
         intercept,
@@ -140,8 +201,11 @@ fn unpack(params: &[f64], outputs: usize, stride: usize, iterations: usize) -> L
     }
 }
 
+/// The logistic loss over sparse rows. Parameters are laid out feature-major,
+/// `params[j * outputs + k]` (intercepts in the block after the last feature), so every non-zero
+/// feature of a row adds one contiguous run of all the class scores, and the gradient the same.
 struct Logistic<'a> {
-    x: &'a Dense,
+    x: &'a Rows,
     y: &'a [u32],
     outputs: usize,
     threads: usize,
@@ -179,42 +243,58 @@ impl Logistic<'_> {
     }
 
     fn partial(&self, params: &[f64], start: usize, end: usize) -> (f64, Vec<f64>) {
-        let width = self.x.width;
-        let stride = width + 1;
+        let k = self.outputs;
+        let bias = self.x.width * k;
         let mut grad = vec![0.0; params.len()];
         let mut loss = 0.0;
-        let mut z = vec![0.0; self.outputs];
+        if k == 1 {
+            for i in start..end {
+                let z = params[bias] + self.x.dot(i, params);
+                let target = if self.y[i] == 1 { 1.0 } else { 0.0 };
+                // log(1 + e^z) - t z without overflow, and the sigmoid from the same exponential.
+                let e = (-z.abs()).exp();
+                loss += z.max(0.0) + e.ln_1p() - target * z;
+                let p = if z >= 0.0 {
+                    1.0 / (1.0 + e)
+                } else {
+                    e / (1.0 + e)
+                };
+                let residual = p - target;
+                self.x.axpy(i, residual, &mut grad);
+                grad[bias] += residual;
+            }
+            return (loss, grad);
+        }
+        let mut z = vec![0.0; k];
         for i in start..end {
-            let row = self.x.row(i);
-            for (k, zk) in z.iter_mut().enumerate() {
-                let w = &params[k * stride..(k + 1) * stride];
-                *zk = w[width] + row.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
+            z.copy_from_slice(&params[bias..]);
+            let (index, values) = self.x.row(i);
+            for (&j, &v) in index.iter().zip(values) {
+                let j = j as usize;
+                for (zk, w) in z.iter_mut().zip(&params[j * k..(j + 1) * k]) {
+                    *zk += v * w;
+                }
             }
             let truth = self.y[i] as usize;
-            if self.outputs == 1 {
-                let zi = z[0];
-                let target = if truth == 1 { 1.0 } else { 0.0 };
-                // log(1 + e^z) - t z, computed without overflow.
-                loss += zi.max(0.0) + (-zi.abs()).exp().ln_1p() - target * zi;
-                let residual = sigmoid(zi) - target;
-                let g = &mut grad[..stride];
-                for (gj, xj) in g.iter_mut().zip(row) {
-                    *gj += residual * xj;
+            let true_score = z[truth];
+            let max = z.iter().copied().fold(f64::MIN, f64::max);
+            let mut sum = 0.0;
+            for zk in z.iter_mut() {
+                *zk = (*zk - max).exp();
+                sum += *zk;
+            }
+            loss += max + sum.ln() - true_score;
+            for (c, zk) in z.iter_mut().enumerate() {
+                *zk = *zk / sum - if c == truth { 1.0 } else { 0.0 };
+            }
+            for (&j, &v) in index.iter().zip(values) {
+                let j = j as usize;
+                for (g, r) in grad[j * k..(j + 1) * k].iter_mut().zip(&z) {
+                    *g += v * r;
                 }
-                g[width] += residual;
-            } else {
-                let max = z.iter().copied().fold(f64::MIN, f64::max);
-                let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
-                let log_sum = max + sum.ln();
-                loss += log_sum - z[truth];
-                for (k, &zk) in z.iter().enumerate() {
-                    let residual = (zk - log_sum).exp() - if k == truth { 1.0 } else { 0.0 };
-                    let g = &mut grad[k * stride..(k + 1) * stride];
-                    for (gj, xj) in g.iter_mut().zip(row) {
-                        *gj += residual * xj;
-                    }
-                    g[width] += residual;
-                }
+            }
+            for (g, r) in grad[bias..].iter_mut().zip(&z) {
+                *g += r;
             }
         }
         (loss, grad)
@@ -232,18 +312,15 @@ pub fn sigmoid(z: f64) -> f64 {
 
 /// Largest eigenvalue of `[X 1]ᵀ[X 1] / n` by power iteration: the curvature bound that sets a
 /// safe proximal step.
-fn top_eigenvalue(x: &Dense) -> f64 {
+fn top_eigenvalue(x: &Rows) -> f64 {
     let width = x.width + 1;
     let mut v = vec![1.0 / (width as f64).sqrt(); width];
     let mut value = 1.0;
     for _ in 0..50 {
         let mut next = vec![0.0; width];
         for i in 0..x.rows {
-            let row = x.row(i);
-            let dot = v[x.width] + row.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
-            for (n, a) in next.iter_mut().zip(row) {
-                *n += dot * a;
-            }
+            let dot = v[x.width] + x.dot(i, &v);
+            x.axpy(i, dot, &mut next);
             next[x.width] += dot;
         }
         let norm = next.iter().map(|a| a * a).sum::<f64>().sqrt() / x.rows.max(1) as f64;
@@ -262,14 +339,14 @@ fn top_eigenvalue(x: &Dense) -> f64 {
     value * 1.05
 }
 
-/// FISTA with gradient-based restart for `f(p) + alpha ‖w‖₁` (intercepts, the last entry of
-/// each `stride` block, are not penalised).
+/// FISTA with gradient-based restart for `f(p) + alpha ‖w‖₁` over the first `penalised`
+/// parameters (the intercepts after them are not penalised).
 fn fista(
     start: Vec<f64>,
     loss_grad: impl Fn(&[f64], &mut [f64]) -> f64,
     lipschitz: f64,
     alpha: f64,
-    stride: usize,
+    penalised: usize,
     max_iter: usize,
 ) -> (Vec<f64>, usize) {
     let step = 1.0 / lipschitz.max(1e-12);
@@ -281,7 +358,7 @@ fn fista(
         loss_grad(&y, &mut grad);
         let mut next: Vec<f64> = y.iter().zip(&grad).map(|(a, g)| a - step * g).collect();
         for (i, v) in next.iter_mut().enumerate() {
-            if i % stride != stride - 1 {
+            if i < penalised {
                 let shrink = step * alpha;
                 *v = v.signum() * (v.abs() - shrink).max(0.0);
             }
@@ -535,6 +612,24 @@ mod tests {
             rows: columns[0].len(),
             columns,
         }
+    }
+
+    #[test]
+    fn sparse_rows_keep_the_non_zero_entries_in_column_order() {
+        let x = matrix(vec![
+            vec![0.0, 2.0, 0.0],
+            vec![1.0, 0.0, 0.0],
+            vec![3.0, 4.0, 0.0],
+        ]);
+        let rows = Rows::from(&x);
+        assert_eq!(rows.row(0), (&[1u32, 2][..], &[1.0, 3.0][..]));
+        assert_eq!(rows.row(1), (&[0u32, 2][..], &[2.0, 4.0][..]));
+        assert_eq!(rows.row(2), (&[][..], &[][..]));
+        assert_eq!(rows.dot(1, &[1.0, 10.0, 100.0]), 402.0);
+        let mut w = vec![0.0; 3];
+        rows.axpy(0, 2.0, &mut w);
+        assert_eq!(w, vec![0.0, 2.0, 6.0]);
+        assert_eq!(rows.norm2(1), 20.0);
     }
 
     #[test]

@@ -21,12 +21,15 @@ pub struct Binned {
     /// `thresholds[j][b]`: rows with `x <= thresholds[j][b]` have bin `<= b`.
     pub thresholds: Vec<Vec<f32>>,
     pub bins: Vec<Vec<u8>>,
+    /// The same bins row-major (`row_bins[r * width + j]`): gradient boosting sums a node's
+    /// histograms for every feature in one pass over its rows.
+    pub row_bins: Vec<u8>,
 }
 
 impl Binned {
     pub fn new(x: &Matrix) -> Binned {
         let mut thresholds = Vec::with_capacity(x.width());
-        let mut bins = Vec::with_capacity(x.width());
+        let mut bins: Vec<Vec<u8>> = Vec::with_capacity(x.width());
         for column in &x.columns {
             let mut sorted: Vec<f32> = column.iter().copied().filter(|v| !v.is_nan()).collect();
             sorted.sort_by(f32::total_cmp);
@@ -58,10 +61,18 @@ impl Binned {
             );
             thresholds.push(cuts);
         }
+        let width = bins.len();
+        let mut row_bins = vec![0u8; x.rows * width];
+        for (j, column) in bins.iter().enumerate() {
+            for (r, &b) in column.iter().enumerate() {
+                row_bins[r * width + j] = b;
+            }
+        }
         Binned {
             rows: x.rows,
             thresholds,
             bins,
+            row_bins,
         }
     }
 }

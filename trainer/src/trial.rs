@@ -10,9 +10,10 @@ use flywheel_core::api::{Metric, Report};
 use flywheel_core::model_card::{Lineage, MODEL_CARD_VERSION, ModelCard};
 use flywheel_core::protocol::{Message, Outcome, RESULT_FILE, Timings, TrialResult};
 use flywheel_core::search::space::{Family, Params, Task};
+use flywheel_store::{BlockingStore, Store, StoreError};
 
 use crate::boost::{self, BoostParams, Loss, Targets};
-use crate::cli::Args;
+use crate::cli::{Args, Output};
 use crate::data::{self, Dataset, Target};
 use crate::error::{Result, TrainerError};
 use crate::features::{self, Matrix};
@@ -23,6 +24,7 @@ use crate::model::{Model, Prediction, accumulate, mlp_prediction};
 use crate::onnx::export;
 use crate::params;
 use crate::parity;
+use crate::svm;
 use crate::tree::{self, Binned, ForestParams, Labels, Objective, TreeParams};
 
 pub const MODEL_FILE: &str = "model.onnx";
@@ -49,11 +51,6 @@ fn plan(args: &Args) -> Result<Plan> {
             known.join(", ")
         ))
     })?;
-    if family == Family::Svm {
-        return Err(TrainerError::bad_input(format!(
-            "family {family} is catalogued but not trained by this trainer version yet"
-        )));
-    }
     let task = match args.task.as_str() {
         "auto" => Task::Auto,
         "binary" => Task::Binary,
@@ -114,20 +111,31 @@ fn evaluate(target: &Target, rows: &[usize], prediction: &Prediction) -> BTreeMa
     }
 }
 
-/// A temporary folder inside the output folder, removed unless `keep` moved its files out.
+/// Where the artifacts are put together before they are published: a folder inside a local
+/// output folder (publishing is then a rename), or a fresh folder under the temp dir for an
+/// object-store output (publishing uploads from it). Removed on drop.
 struct Staging {
     dir: PathBuf,
 }
 
 impl Staging {
-    fn new(output: &Path) -> Result<Staging> {
-        std::fs::create_dir_all(output).map_err(TrainerError::io(format!(
-            "create the output folder {}",
-            output.display()
-        )))?;
-        let dir = output.join(format!(".partial-{}", std::process::id()));
+    fn new(output: &Output) -> Result<Staging> {
+        let dir = match output {
+            Output::Local(output) => {
+                std::fs::create_dir_all(output).map_err(TrainerError::io(format!(
+                    "create the output folder {}",
+                    output.display()
+                )))?;
+                output.join(format!(".partial-{}", std::process::id()))
+            }
+            Output::Store(location) => {
+                // Missing credentials fail the trial now, not after minutes of training.
+                Store::from_env().check(location).map_err(publish_error)?;
+                std::env::temp_dir().join(format!("flywheel-trial-{}", std::process::id()))
+            }
+        };
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).map_err(TrainerError::io(format!(
+        std::fs::create_dir_all(&dir).map_err(TrainerError::io(format!(
             "create the staging folder {}",
             dir.display()
         )))?;
@@ -139,21 +147,55 @@ impl Staging {
         std::fs::write(&path, bytes).map_err(TrainerError::io(format!("write {}", path.display())))
     }
 
-    /// Renames every staged file into `output`; the model card goes last so a reader that
-    /// sees it also sees the model.
-    fn publish(&self, output: &Path, names: &[&str]) -> Result<()> {
-        for name in names {
-            std::fs::rename(self.dir.join(name), output.join(name)).map_err(TrainerError::io(
-                format!("move {name} into {}", output.display()),
-            ))?;
+    /// Renames (local) or uploads (object store) every staged file into `output`, in the order
+    /// given; the model card goes last so a reader that sees it also sees the model. result.json
+    /// follows later ([`write_result`]) and marks the folder complete.
+    fn publish(&self, output: &Output, names: &[&str]) -> Result<()> {
+        match output {
+            Output::Local(output) => {
+                for name in names {
+                    std::fs::rename(self.dir.join(name), output.join(name)).map_err(
+                        TrainerError::io(format!("move {name} into {}", output.display())),
+                    )?;
+                }
+                Ok(())
+            }
+            Output::Store(location) => BlockingStore::from_env()
+                .and_then(|store| store.upload_dir(&self.dir, names, location))
+                .map_err(publish_error),
         }
-        Ok(())
     }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A failure to publish to the artifact store: configuration the caller can fix (credentials,
+/// the URI, permissions) is bad input; the rest (the service unreachable after retries) internal.
+fn publish_error(error: StoreError) -> TrainerError {
+    match error {
+        StoreError::MissingCredentials { .. }
+        | StoreError::Denied { .. }
+        | StoreError::InvalidUri { .. }
+        | StoreError::UnsupportedScheme { .. } => {
+            TrainerError::bad_input(format!("failed to publish the artifacts: {error}"))
+        }
+        _ => TrainerError::Internal(format!("failed to publish the artifacts: {error}")),
+    }
+}
+
+/// The result document's `artifact_uri`: a canonical `file://` URI for a local folder, the
+/// `s3://` URI for an object-store one.
+fn artifact_uri(output: &Output) -> String {
+    match output {
+        Output::Local(path) => {
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            format!("file://{}", path.display())
+        }
+        Output::Store(location) => location.to_string(),
     }
 }
 
@@ -290,13 +332,12 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     )?;
 
     timings.total_seconds = started.elapsed().as_secs_f64();
-    let output = std::fs::canonicalize(&args.output).unwrap_or_else(|_| args.output.clone());
     Ok(TrialResult {
         outcome: Outcome::Succeeded,
         reason: None,
         message: None,
         metrics,
-        artifact_uri: Some(format!("file://{}", output.display())),
+        artifact_uri: Some(artifact_uri(&args.output)),
         latency: Some(latency),
         model_bytes: Some(model_bytes),
         timings,
@@ -407,6 +448,40 @@ fn train_model(
             };
             report(
                 iterations.max(1),
+                &evaluate(&data.target, valid_rows, &model.predict(valid)),
+            );
+            Ok(model)
+        }
+        Family::Svm => {
+            let c = params::float(p, "c");
+            let model = match &data.target {
+                Target::Classes { classes, y } => {
+                    let y: Vec<u32> = train_rows.iter().map(|&r| y[r]).collect();
+                    Model::Linear {
+                        model: svm::fit_classifier(train, &y, classes.len(), c, args.threads),
+                        classes: Some(classes.len()),
+                    }
+                }
+                Target::Values { y } => {
+                    let y: Vec<f64> = train_rows.iter().map(|&r| y[r]).collect();
+                    Model::Linear {
+                        model: svm::fit_regressor(
+                            train,
+                            &y,
+                            c,
+                            params::float(p, "epsilon"),
+                            args.seed,
+                        ),
+                        classes: None,
+                    }
+                }
+            };
+            let epochs = match &model {
+                Model::Linear { model, .. } => model.iterations as u64,
+                _ => 0,
+            };
+            report(
+                epochs.max(1),
                 &evaluate(&data.target, valid_rows, &model.predict(valid)),
             );
             Ok(model)
@@ -564,6 +639,7 @@ fn train_model(
                     .max(1),
                 weight_decay: params::float(p, "weight_decay"),
                 seed: args.seed,
+                threads: args.threads,
             };
             let y_classes: Vec<u32>;
             let y_values: Vec<f64>;
@@ -594,22 +670,30 @@ fn train_model(
             });
             Ok(Model::Mlp(model))
         }
-        family => Err(TrainerError::bad_input(format!(
-            "family {family} is not trained by this trainer version"
-        ))),
     }
 }
 
-/// Writes the result document to the output folder (atomically) and, when present, the
-/// termination log.
-pub fn write_result(output: &Path, termination_log: &Path, result: &TrialResult) {
+/// Writes the result document to the output folder (atomically: renamed into place locally, one
+/// PUT in an object store) and, when present, the termination log.
+pub fn write_result(output: &Output, termination_log: &Path, result: &TrialResult) {
     let body = serde_json::to_vec_pretty(result).unwrap_or_default();
-    if std::fs::create_dir_all(output).is_ok() {
-        let partial = output.join(format!(".{RESULT_FILE}.partial"));
-        let written = std::fs::write(&partial, &body)
-            .and_then(|()| std::fs::rename(&partial, output.join(RESULT_FILE)));
-        if let Err(e) = written {
-            eprintln!("failed to write {RESULT_FILE}: {e}");
+    match output {
+        Output::Local(output) => {
+            if std::fs::create_dir_all(output).is_ok() {
+                let partial = output.join(format!(".{RESULT_FILE}.partial"));
+                let written = std::fs::write(&partial, &body)
+                    .and_then(|()| std::fs::rename(&partial, output.join(RESULT_FILE)));
+                if let Err(e) = written {
+                    eprintln!("failed to write {RESULT_FILE}: {e}");
+                }
+            }
+        }
+        Output::Store(location) => {
+            let written = BlockingStore::from_env()
+                .and_then(|store| store.put(&location.join(RESULT_FILE), body.clone()));
+            if let Err(e) = written {
+                eprintln!("failed to write {RESULT_FILE}: {e}");
+            }
         }
     }
     if termination_log.exists()

@@ -20,7 +20,8 @@ pub enum Family {
     Linear,
     /// Logistic regression (binary and multiclass), L1 or L2 regularised.
     Logistic,
-    /// Linear support vector machine (classification: hinge loss; regression: epsilon-insensitive).
+    /// Linear support vector machine (classification: squared hinge loss, one-vs-rest;
+    /// regression: epsilon-insensitive on the standardised target).
     Svm,
     /// A single CART decision tree.
     DecisionTree,
@@ -72,9 +73,10 @@ impl Family {
     }
 
     /// Whether the built-in trainer (`flywheel-trainer`) trains this family; a custom trial image
-    /// may train the others.
+    /// may train the others. Every catalogued family is built in today; validation keeps the
+    /// check so a family can be catalogued before the trainer learns it.
     pub fn builtin(self) -> bool {
-        self != Family::Svm
+        true
     }
 
     /// The hyper-parameter whose value is the trial's training resource (trees, boosting rounds,
@@ -370,7 +372,7 @@ static SVM: &[ParamSpec] = &[
     },
     ParamSpec {
         name: "epsilon",
-        doc: "width of the insensitive tube (regression only)",
+        doc: "width of the insensitive tube, in standard deviations of the target (regression only)",
         limits: float(0.0, 1e3, false),
         default_domain: float(0.0, 1.0, false),
         default_value: StaticValue::Float(0.0),
