@@ -185,6 +185,15 @@ fn locate_onnx_runtime() -> Result<Option<PathBuf>, Error> {
         })
 }
 
+/// The environment trainer and server processes need: ONNX Runtime's location when this
+/// process had to find it itself.
+fn child_environment() -> Result<Vec<(String, String)>, Error> {
+    Ok(locate_onnx_runtime()?
+        .map(|path| ("ORT_DYLIB_PATH".to_string(), path.display().to_string()))
+        .into_iter()
+        .collect())
+}
+
 fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
     let text = std::fs::read_to_string(&args.manifest).map_err(|source| Error::Read {
         path: args.manifest.clone(),
@@ -199,10 +208,7 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
-    let child_env: Vec<(String, String)> = locate_onnx_runtime()?
-        .map(|path| ("ORT_DYLIB_PATH".to_string(), path.display().to_string()))
-        .into_iter()
-        .collect();
+    let child_env = child_environment()?;
     let name = study.metadata.name.clone().unwrap_or_default();
     let metric = study.spec.objective.metric;
     let model_name = study
@@ -455,10 +461,7 @@ fn retrain(args: RetrainArgs) -> Result<ExitCode, Error> {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
-    let child_env: Vec<(String, String)> = locate_onnx_runtime()?
-        .map(|path| ("ORT_DYLIB_PATH".to_string(), path.display().to_string()))
-        .into_iter()
-        .collect();
+    let child_env = child_environment()?;
     let options = local::RunOptions {
         dir: Some(root.join(&child_name)),
         parallelism: args.parallelism,

@@ -94,6 +94,24 @@ impl ApiServer {
         Seen { body, content_type }
     }
 
+    /// A server-side apply of a status subresource by the operator; answers `response`.
+    async fn expect_status_apply(&mut self, path: &str, response: Value) -> Seen {
+        let seen = self
+            .expect(
+                Method::PATCH,
+                path,
+                &[("fieldManager", "flywheel-operator"), ("force", "true")],
+                200,
+                response,
+            )
+            .await;
+        assert_eq!(
+            seen.content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
+        seen
+    }
+
     /// A server-side apply of `path`; answers with the applied object and returns it.
     async fn expect_apply(&mut self, path: &str, manager: &str) -> Value {
         let next = tokio::time::timeout(
@@ -308,11 +326,8 @@ async fn a_new_study_applies_its_trials_then_a_steady_study_writes_nothing() {
     assert_eq!(created["reason"], "TrialsCreated");
     assert_eq!(created["regarding"]["name"], "penguins");
     let status_patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
         )
         .await;
@@ -348,11 +363,8 @@ async fn a_new_study_applies_its_trials_then_a_steady_study_writes_nothing() {
         .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, observed())
         .await;
     let patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
         )
         .await;
@@ -425,11 +437,8 @@ async fn a_restarted_operator_continues_without_duplicates() {
     assert_eq!(applied["spec"]["index"], 2);
     server.expect_event("ml").await;
     let patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
         )
         .await;
@@ -489,11 +498,8 @@ async fn a_succeeded_study_promotes_its_winner_once() {
     );
     assert_eq!(server.expect_event("ml").await["reason"], "Promoted");
     let patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
         )
         .await;
@@ -793,11 +799,8 @@ async fn a_model_deployment_rolls_out_then_rests() {
         .await;
     assert_eq!(applied_monitor["spec"]["endpoints"][0]["port"], "http");
     let patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(model_deployment()).unwrap(),
         )
         .await;
@@ -845,11 +848,8 @@ async fn a_model_deployment_rolls_out_then_rests() {
         )
         .await;
     let patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(model_deployment()).unwrap(),
         )
         .await;
@@ -987,11 +987,8 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
         )
         .await;
     let patch = server
-        .expect(
-            Method::PATCH,
+        .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
-            &[("fieldManager", "flywheel-operator"), ("force", "true")],
-            200,
             serde_json::to_value(model_deployment()).unwrap(),
         )
         .await;

@@ -205,14 +205,9 @@ async fn stop_trials(
             .replace_status(&stop.name, &PostParams::default(), &trial)
             .await
             .doing(|| format!("stop trial {}", stop.name))?;
-        let type_ = if stop.phase == TrialPhase::Failed {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
         ctx.event(
             study,
-            type_,
+            severity(stop.phase == TrialPhase::Failed),
             &stop.reason,
             format!("stopped trial {}: {}", stop.name, stop.message),
         )
@@ -357,6 +352,15 @@ async fn write_status(
     Ok(())
 }
 
+/// Warning for a failure, Normal otherwise.
+fn severity(failure: bool) -> EventType {
+    if failure {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    }
+}
+
 async fn announce_phase(
     study: &Study,
     previous: Option<&StudyStatus>,
@@ -374,14 +378,9 @@ async fn announce_phase(
     let (reason, message) = condition
         .map(|c| (c.reason.clone(), c.message.clone()))
         .unwrap_or_else(|| (format!("{:?}", status.phase), String::new()));
-    let type_ = if status.phase == StudyPhase::Failed {
-        EventType::Warning
-    } else {
-        EventType::Normal
-    };
     ctx.event(
         study,
-        type_,
+        severity(status.phase == StudyPhase::Failed),
         &reason,
         format!("study is {:?}: {message}", status.phase),
     )

@@ -64,17 +64,32 @@ pub fn free_port() -> u16 {
 /// A minimal HTTP/1.1 POST; the server under test is the thing being checked, not a client.
 pub fn post_json(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let body = body.to_string();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
     )
-    .unwrap();
+    .unwrap_or_else(|| panic!("no answer to POST {path}"))
+}
+
+/// A minimal HTTP/1.1 GET; `None` while nothing listens on the port.
+pub fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    exchange(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends one request and reads the status code and the JSON body (null when not JSON).
+fn exchange(port: u16, request: &str) -> Option<(u16, serde_json::Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, payload) = response.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, payload) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
     let payload = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -83,10 +98,10 @@ pub fn post_json(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde
     } else {
         payload.to_string()
     };
-    (
+    Some((
         code,
         serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-    )
+    ))
 }
 
 pub fn dechunk(mut body: &str) -> String {
@@ -109,30 +124,4 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A minimal HTTP/1.1 GET; `None` while nothing listens on the port.
-pub fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, payload) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    let payload = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(payload)
-    } else {
-        payload.to_string()
-    };
-    Some((
-        code,
-        serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-    ))
 }
