@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flywheel_core::api::{ModelDeployment, Study, Trial, TrialSpec};
-use flywheel_core::k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use flywheel_core::k8s_openapi::api::core::v1::EnvVar;
 use flywheel_core::search::space::{Family, ParamValue};
+use flywheel_operator::controller::OperatorConfig;
 use flywheel_operator::k8s::job::{JobConfig, trial_job};
 use flywheel_operator::k8s::serving::{ServingConfig, server_deployment, server_service};
 use flywheel_operator::manifest::parse_study;
@@ -95,26 +96,17 @@ fn model_deployment(extra: Value) -> ModelDeployment {
 
 /// What the operator passes to pods for an `s3://` store: the Secret's keys by reference.
 fn secret_env() -> Vec<EnvVar> {
-    [
-        ("AWS_ACCESS_KEY_ID", false),
-        ("AWS_SECRET_ACCESS_KEY", false),
-        ("AWS_REGION", true),
-        ("AWS_ENDPOINT_URL", true),
-    ]
-    .into_iter()
-    .map(|(key, optional)| EnvVar {
-        name: key.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: SECRET.into(),
-                key: key.into(),
-                optional: optional.then_some(true),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    })
-    .collect()
+    OperatorConfig {
+        namespace: None,
+        trainer_image: String::new(),
+        server_image: String::new(),
+        artifact_root: "s3://flywheel-models/prod".into(),
+        artifact_claim: None,
+        artifact_secret: Some(SECRET.into()),
+        trial_ttl_seconds: 0,
+        identity: String::new(),
+    }
+    .artifact_env()
 }
 
 fn file_store() -> (JobConfig, ServingConfig) {

@@ -151,31 +151,14 @@ pub fn fit(
         } else {
             (0..n as u32).collect()
         };
-        let threads = params.threads.clamp(1, k);
         // Threads left over once every class has one go to each tree's histograms.
         let inner = (params.threads / k).max(1);
         let (grad, hess, rows) = (&grad, &hess, &rows);
-        let mut trees: Vec<(usize, Grown)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    scope.spawn(move || {
-                        (t..k)
-                            .step_by(threads)
-                            .map(|output| {
-                                let g: Vec<f64> = (0..n).map(|r| grad[r * k + output]).collect();
-                                let h: Vec<f64> = (0..n).map(|r| hess[r * k + output]).collect();
-                                (output, grow(binned, &g, &h, rows.clone(), &params, inner))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+        let trees = crate::parallel::map_indexed(k, params.threads, |output| {
+            let g: Vec<f64> = (0..n).map(|r| grad[r * k + output]).collect();
+            let h: Vec<f64> = (0..n).map(|r| hess[r * k + output]).collect();
+            grow(binned, &g, &h, rows.clone(), &params, inner)
         });
-        trees.sort_by_key(|(output, _)| *output);
         for (output, grown) in trees {
             if params.subsample < 1.0 {
                 add_tree(&grown.tree, x, output, k, &mut scores);

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod mlp;
 pub mod model;
 pub mod onnx;
+pub mod parallel;
 pub mod params;
 pub mod parity;
 pub mod svm;

@@ -66,32 +66,14 @@ pub fn fit_classifier(
     let problems = if classes == 2 { 1 } else { classes };
     // Binary: class 1 is the positive side, as in the logistic layout.
     let positive = |k: usize| if classes == 2 { 1 } else { k as u32 };
-    let threads = threads.clamp(1, problems);
-    let mut solved: Vec<(usize, Solved)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let rows = &rows;
-                scope.spawn(move || {
-                    (t..problems)
-                        .step_by(threads)
-                        .map(|k| {
-                            let sign: Vec<f64> = y
-                                .iter()
-                                .map(|&label| if label == positive(k) { 1.0 } else { -1.0 })
-                                .collect();
-                            (k, squared_hinge(rows, &sign, c))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
+    // A class whose solver thread panicked (a bug) keeps zero weights below.
+    let solved = crate::parallel::map_indexed(problems, threads, |k| {
+        let sign: Vec<f64> = y
+            .iter()
+            .map(|&label| if label == positive(k) { 1.0 } else { -1.0 })
             .collect();
-        handles
-            .into_iter()
-            // A panicking solver thread is a bug; its classes fall back to zero weights below.
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+        squared_hinge(&rows, &sign, c)
     });
-    solved.sort_by_key(|(k, _)| *k);
     let mut coef = vec![vec![0.0; rows.width]; problems];
     let mut intercept = vec![0.0; problems];
     let mut epochs = 0;

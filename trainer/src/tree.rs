@@ -481,42 +481,22 @@ pub fn grow_many(
     params: &ForestParams,
     range: std::ops::Range<usize>,
 ) -> Vec<Tree> {
-    let indices: Vec<usize> = range.collect();
-    let threads = params.threads.clamp(1, indices.len().max(1));
-    let mut out: Vec<(usize, Tree)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let mine: Vec<usize> = indices.iter().copied().skip(t).step_by(threads).collect();
-                scope.spawn(move || {
-                    mine.into_iter()
-                        .map(|i| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(
-                                params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                            );
-                            let n = binned.rows;
-                            let mut rows: Vec<u32> = if params.bootstrap {
-                                (0..n).map(|_| rng.random_range(0..n as u32)).collect()
-                            } else {
-                                (0..n as u32).collect()
-                            };
-                            if params.bootstrap {
-                                rows.shuffle(&mut rng);
-                            }
-                            (
-                                i,
-                                grow(binned, labels, objective, params.tree, rows, &mut rng),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+    let start = range.start;
+    let out = crate::parallel::map_indexed(range.len(), params.threads, |j| {
+        let i = start + j;
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let n = binned.rows;
+        let mut rows: Vec<u32> = if params.bootstrap {
+            (0..n).map(|_| rng.random_range(0..n as u32)).collect()
+        } else {
+            (0..n as u32).collect()
+        };
+        if params.bootstrap {
+            rows.shuffle(&mut rng);
+        }
+        grow(binned, labels, objective, params.tree, rows, &mut rng)
     });
-    out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, tree)| tree).collect()
 }
 

@@ -3,83 +3,21 @@
 //! project's Python tooling is present) `onnx.checker`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use flywheel_core::model_card::ModelCard;
-use flywheel_core::protocol::{Message, Outcome, TrialResult, exit_code};
+use flywheel_core::protocol::Message;
 use flywheel_core::search::space::{Family, Task};
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/data")
-        .join(name)
-}
-
-struct Run {
-    stdout: String,
-    output: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Run {
-    fn result(&self) -> TrialResult {
-        let text = std::fs::read_to_string(self.output.join("result.json")).expect("result.json");
-        serde_json::from_str(&text).expect("result.json parses")
-    }
-
-    fn card(&self) -> ModelCard {
-        let text = std::fs::read_to_string(self.output.join("model.json")).expect("model.json");
-        serde_json::from_str(&text).expect("model.json parses")
-    }
-
-    fn holdout(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.output.join("holdout.json")).expect("holdout.json");
-        serde_json::from_str(&text).expect("holdout.json parses")
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let result = self.result();
-        *result
-            .metrics
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} in {:?}", result.metrics))
-    }
-}
+mod common;
+use common::*;
 
 /// Runs the trainer with the svm family and checks the run succeeded with every artifact.
 fn svm(dataset: &Path, target: &str, extra: &[&str]) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let output = dir.path().join("out");
-    let out = Command::new(env!("CARGO_BIN_EXE_flywheel-trainer"))
-        .arg("--dataset")
-        .arg(dataset)
-        .args(["--target", target, "--family", "svm", "--threads", "2"])
-        .arg("--output")
-        .arg(&output)
-        .args(extra)
-        .env(
-            "FLYWHEEL_TERMINATION_LOG",
-            dir.path().join("termination-log"),
-        )
-        .output()
-        .expect("run flywheel-trainer");
-    let run = Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        output,
-        _dir: dir,
-    };
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::SUCCESS),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = trainer(dataset, target, "svm", extra).succeeded();
+    assert!(
+        run.output.join("holdout.json").is_file(),
+        "holdout.json missing"
     );
-    assert_eq!(run.result().outcome, Outcome::Succeeded);
-    for file in ["model.onnx", "model.json", "schema.json", "holdout.json"] {
-        assert!(run.output.join(file).is_file(), "{file} missing");
-    }
-    check_onnx(&run.output.join("model.onnx"));
     let reports: Vec<_> = run.stdout.lines().filter_map(Message::parse_line).collect();
     assert_eq!(
         reports.len(),
@@ -91,30 +29,6 @@ fn svm(dataset: &Path, target: &str, extra: &[&str]) -> Run {
     run
 }
 
-/// `onnx.checker.check_model(full_check=True)` from the project's Python tooling.
-fn check_onnx(path: &Path) {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if !python.exists() {
-        eprintln!("SKIPPED onnx.checker: .venv is missing (run scripts/setup-python.sh)");
-        return;
-    }
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)",
-        ])
-        .arg(path)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "onnx checker rejected {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The holdout scores are a distribution per row whose largest entry is the predicted label.
 fn check_scores(run: &Run, classes: usize) {
     let holdout = run.holdout();
     let probabilities = holdout["probabilities"].as_array().expect("probabilities");
