@@ -1116,3 +1116,56 @@ async fn a_candidate_creates_a_missing_lease_and_loses_a_race_gracefully() {
     drop(elector);
     server.done().await;
 }
+
+#[tokio::test]
+async fn a_trial_past_its_timeout_is_stopped_with_the_version_that_was_listed() {
+    let (ctx, mut server) = context(false);
+    let study = study_object("{maxTrials: 1, trialTimeoutSeconds: 60}", None);
+    let task = tokio::spawn(study::reconcile(Arc::new(study), ctx.clone()));
+    let running = TrialStatus {
+        phase: flywheel_core::api::TrialPhase::Running,
+        start_time: Some(
+            flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(NOW - 600).unwrap(),
+            ),
+        ),
+        ..TrialStatus::default()
+    };
+    server
+        .expect(
+            Method::GET,
+            TRIALS,
+            &[STUDY_SELECTOR],
+            200,
+            list("Trial", vec![trial_json(0, Some(running))]),
+        )
+        .await;
+    // No second read: the stop is written against the list the plan came from.
+    let put = server
+        .expect(
+            Method::PUT,
+            &format!("{TRIALS}/penguins-0/status"),
+            &[],
+            200,
+            trial_json(0, None),
+        )
+        .await;
+    assert_eq!(put.body["metadata"]["resourceVersion"], "3");
+    let status: TrialStatus = serde_json::from_value(put.body["status"].clone()).unwrap();
+    assert_eq!(format!("{:?}", status.phase), "Failed");
+    assert_eq!(status.reason.as_deref(), Some("TrialTimeout"));
+    assert_eq!(status.completion_time.unwrap().0.as_second(), NOW);
+    let stopped = server.expect_event("ml").await;
+    assert_eq!(
+        (&stopped["reason"], &stopped["type"]),
+        (&json!("TrialTimeout"), &json!("Warning"))
+    );
+    server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    server.expect_event("ml").await;
+    finish(task, ctx, server).await;
+}

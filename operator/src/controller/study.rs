@@ -50,7 +50,11 @@ pub async fn reconcile(study: Arc<Study>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::await_change());
     }
     let trials: Api<Trial> = Api::namespaced(ctx.client.clone(), &namespace);
-    let observed = list_study_trials(&trials, &name).await?;
+    let listed = list_study_trials(&trials, &name).await?;
+    let observed: Vec<ObservedTrial> = listed
+        .iter()
+        .filter_map(ObservedTrial::from_trial)
+        .collect();
     let warm = warm_history(&trials, &study).await?;
     let now = Time(ctx.now());
     let plan = plan(
@@ -66,7 +70,7 @@ pub async fn reconcile(study: Arc<Study>, ctx: Arc<Context>) -> Result<Action, E
     );
 
     create_trials(&study, &trials, &plan.create, &ctx).await?;
-    stop_trials(&study, &trials, &observed, &plan, &now, &ctx).await?;
+    stop_trials(&study, &trials, &listed, &plan, &now, &ctx).await?;
 
     let mut status = plan.status.clone();
     if plan.finished
@@ -89,7 +93,7 @@ pub async fn reconcile(study: Arc<Study>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 /// Every Trial of the study, whatever its phase.
-async fn list_study_trials(trials: &Api<Trial>, study: &str) -> Result<Vec<ObservedTrial>, Error> {
+async fn list_study_trials(trials: &Api<Trial>, study: &str) -> Result<Vec<Trial>, Error> {
     let selector = format!("{}={study}", labels::STUDY);
     let list = trials
         .list(&ListParams::default().labels(&selector))
@@ -97,10 +101,9 @@ async fn list_study_trials(trials: &Api<Trial>, study: &str) -> Result<Vec<Obser
         .doing(|| format!("list the trials of study {study}"))?;
     Ok(list
         .items
-        .iter()
+        .into_iter()
         // The label is only a filter: a Trial counts if its spec says it belongs here.
         .filter(|trial| trial.spec.study == study)
-        .filter_map(ObservedTrial::from_trial)
         .collect())
 }
 
@@ -111,7 +114,11 @@ async fn warm_history(trials: &Api<Trial>, study: &Study) -> Result<WarmHistory,
     };
     let mut history = WarmHistory::default();
     for parent in &warm.studies {
-        let observed = list_study_trials(trials, parent).await?;
+        let observed: Vec<ObservedTrial> = list_study_trials(trials, parent)
+            .await?
+            .iter()
+            .filter_map(ObservedTrial::from_trial)
+            .collect();
         if observed.is_empty() {
             continue;
         }
@@ -165,12 +172,13 @@ async fn create_trials(
 }
 
 /// Writes the plan's verdict into each stopped trial's status; the Trial controller then
-/// deletes its Job. The status write carries the resourceVersion read, so a trial that
-/// finished meanwhile is not overwritten (the conflict retries the reconcile).
+/// deletes its Job. The status write carries the resourceVersion of the list the plan was made
+/// from, so a trial that finished meanwhile is not overwritten (the conflict retries the
+/// reconcile).
 async fn stop_trials(
     study: &Study,
     trials: &Api<Trial>,
-    observed: &[ObservedTrial],
+    listed: &[Trial],
     plan: &Plan,
     now: &Time,
     ctx: &Context,
@@ -178,20 +186,10 @@ async fn stop_trials(
     if plan.stop.is_empty() {
         return Ok(());
     }
-    let listed = trials
-        .list(&ListParams::default().labels(&format!("{}={}", labels::STUDY, study.name_any())))
-        .await
-        .doing(|| format!("list the trials of study {}", study.name_any()))?;
     for stop in &plan.stop {
-        let Some(mut trial) = listed
-            .items
-            .iter()
-            .find(|t| t.name_any() == stop.name)
-            .cloned()
-        else {
+        let Some(mut trial) = listed.iter().find(|t| t.name_any() == stop.name).cloned() else {
             continue;
         };
-        debug_assert!(observed.iter().any(|t| t.name == stop.name));
         let mut status = trial.status.take().unwrap_or_default();
         if status.phase.is_finished() {
             continue;
