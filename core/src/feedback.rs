@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::k8s_openapi::jiff::Timestamp;
+
 use crate::gate::PairedOutcome;
 
 /// One line of a prediction log segment.
@@ -36,6 +38,27 @@ pub enum LogRecord {
         model_version: Option<String>,
         actual: Value,
     },
+}
+
+impl LogRecord {
+    /// When the server logged the record (RFC 3339).
+    pub fn time(&self) -> &str {
+        match self {
+            LogRecord::Prediction { time, .. } | LogRecord::Feedback { time, .. } => time,
+        }
+    }
+}
+
+/// The records logged at or before `until`; a record whose time does not parse is left out, as
+/// it cannot be placed before or after the cut.
+pub fn logged_until(records: Vec<LogRecord>, until: Option<Timestamp>) -> Vec<LogRecord> {
+    let Some(until) = until else {
+        return records;
+    };
+    records
+        .into_iter()
+        .filter(|r| r.time().parse::<Timestamp>().is_ok_and(|t| t <= until))
+        .collect()
 }
 
 /// Parses a segment's text; returns the records and the number of lines that were not records
@@ -235,6 +258,66 @@ pub struct ServerStats {
     pub versions: Vec<VersionStats>,
 }
 
+/// A shadow version's predictions paired with the primary's on the same labelled requests,
+/// since the shadow was loaded: what the shadow gate needs from a server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PairedStats {
+    /// The primary version the shadow was compared with.
+    pub serving_version: String,
+    /// Labelled requests both models predicted.
+    pub samples: u64,
+    /// Classification: requests both got right, only the primary, only the shadow, neither.
+    #[serde(default)]
+    pub both_right: u64,
+    #[serde(default)]
+    pub only_serving: u64,
+    #[serde(default)]
+    pub only_candidate: u64,
+    #[serde(default)]
+    pub neither_right: u64,
+    /// Regression: `[primary, shadow]` absolute errors per request, oldest first, at most the
+    /// server's cap (the paired bootstrap resamples rows, so counts do not suffice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absolute_errors: Vec<[f64; 2]>,
+}
+
+/// The paired outcomes of `candidate` (a shadow) against `serving` across replicas, for
+/// [`crate::gate::decide`]. McNemar's test needs only the counts, so classification rows are
+/// rebuilt from them; regression rows are concatenated in replica order.
+pub fn paired_from_stats(
+    stats: &[ServerStats],
+    serving: &str,
+    candidate: &str,
+) -> Vec<PairedOutcome> {
+    let mut outcomes = Vec::new();
+    let pairs = stats
+        .iter()
+        .flat_map(|s| s.versions.iter())
+        .filter(|v| v.model_version == candidate)
+        .filter_map(|v| v.paired.as_ref())
+        .filter(|p| p.serving_version == serving);
+    for paired in pairs {
+        for (count, serving, candidate) in [
+            (paired.both_right, true, true),
+            (paired.only_serving, true, false),
+            (paired.only_candidate, false, true),
+            (paired.neither_right, false, false),
+        ] {
+            outcomes.extend(std::iter::repeat_n(
+                PairedOutcome::Class { serving, candidate },
+                count as usize,
+            ));
+        }
+        outcomes.extend(paired.absolute_errors.iter().map(|[serving, candidate]| {
+            PairedOutcome::Value {
+                serving: *serving,
+                candidate: *candidate,
+            }
+        }));
+    }
+    outcomes
+}
+
 /// One model version's counts and online metrics on one server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionStats {
@@ -252,6 +335,9 @@ pub struct VersionStats {
     pub rmse: Option<f64>,
     #[serde(default)]
     pub mae: Option<f64>,
+    /// For a shadow: its predictions paired with the primary's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedStats>,
 }
 
 /// Labelled predictions and the online metric of `version` across replicas: counts add up,
@@ -293,6 +379,67 @@ pub fn combine(stats: &[ServerStats], version: &str) -> (u64, Option<OnlineMetri
             })
         });
     (labelled, online)
+}
+
+/// What a server's archived prediction log holds for retraining, as of a time
+/// (`GET /v1/models/{name}/production`): what the operator records in a retraining study.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductionSummary {
+    pub model: String,
+    /// The cut (RFC 3339): records logged later were left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Labelled predictions of any version, one per request: the rows a retraining study adds.
+    pub labelled_rows: u64,
+    pub serving_version: String,
+    /// Of those, the serving version's.
+    pub serving_rows: u64,
+    /// The serving version's online accuracy or RMSE on its rows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub online: BTreeMap<String, f64>,
+    /// Where the serving version erred most, worst first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_slices: Vec<ErrorSlice>,
+}
+
+/// Slices need this many rows before their error means much.
+pub const SLICE_MIN_SAMPLES: u64 = 5;
+/// Slices recorded in a retraining study.
+pub const SLICE_LIMIT: usize = 5;
+
+/// Summarises `records` (already cut at `until`) for `model`, whose serving version is
+/// `serving_version` with categorical inputs `categorical`.
+pub fn summarize_production(
+    records: &[LogRecord],
+    model: &str,
+    serving_version: &str,
+    categorical: &[String],
+    regression: bool,
+    until: Option<String>,
+) -> ProductionSummary {
+    let rows = join(records, Some(model));
+    let serving: Vec<Labelled> = rows
+        .iter()
+        .filter(|row| row.model_version == serving_version)
+        .cloned()
+        .collect();
+    ProductionSummary {
+        model: model.to_string(),
+        until,
+        labelled_rows: rows.len() as u64,
+        serving_version: serving_version.to_string(),
+        serving_rows: serving.len() as u64,
+        online: online_metric(&serving, regression)
+            .map(|o| BTreeMap::from([(o.name.to_string(), o.value)]))
+            .unwrap_or_default(),
+        error_slices: error_slices(
+            &serving,
+            categorical,
+            regression,
+            SLICE_MIN_SAMPLES,
+            SLICE_LIMIT,
+        ),
+    }
 }
 
 /// A group of production rows sharing one categorical value, and how the model did on it.
@@ -438,6 +585,7 @@ mod tests {
                 accuracy: Some(accuracy),
                 rmse: None,
                 mae: None,
+                paired: None,
             }],
         };
         let (labelled, online) = combine(&[stats(0.9, 100, 150), stats(0.6, 50, 60)], "v1");
@@ -482,5 +630,128 @@ mod tests {
         let rmse = online_metric(&rows, true).unwrap();
         assert_eq!(rmse.name, "rmse");
         assert!((slices[0].overall_error - rmse.value).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_cut_keeps_records_logged_by_then_and_drops_unplaceable_ones() {
+        let log = r#"{"kind":"prediction","request_id":"a","time":"2026-11-30T10:00:00Z","model":"m","model_version":"v1","inputs":{},"prediction":1}
+{"kind":"feedback","request_id":"a","time":"2026-11-30T10:05:00Z","model":"m","actual":1}
+{"kind":"prediction","request_id":"b","time":"2026-11-30T10:01:00Z","model":"m","model_version":"v1","inputs":{},"prediction":0}
+{"kind":"feedback","request_id":"b","time":"2026-11-30T10:20:00Z","model":"m","actual":1}
+{"kind":"feedback","request_id":"a","time":"yesterday","model":"m","actual":0}"#;
+        let (records, _) = parse_log(log);
+        let until: Timestamp = "2026-11-30T10:10:00Z".parse().unwrap();
+        let kept = logged_until(records.clone(), Some(until));
+        let rows = join(&kept, Some("m"));
+        // b's label came after the cut; a's unplaceable relabel is ignored.
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].request_id.as_str(), &rows[0].actual),
+            ("a", &Value::from(1))
+        );
+        assert_eq!(logged_until(records.clone(), None), records);
+    }
+
+    #[test]
+    fn paired_counts_from_replicas_rebuild_the_outcomes() {
+        let replica = |paired: PairedStats| ServerStats {
+            model: "m".into(),
+            versions: vec![VersionStats {
+                model_version: "v2".into(),
+                role: Some("shadow".into()),
+                predictions: 10,
+                labelled: paired.samples,
+                window: paired.samples,
+                accuracy: None,
+                rmse: None,
+                mae: None,
+                paired: Some(paired),
+            }],
+        };
+        let stats = [
+            replica(PairedStats {
+                serving_version: "v1".into(),
+                samples: 6,
+                both_right: 3,
+                only_serving: 1,
+                only_candidate: 2,
+                ..PairedStats::default()
+            }),
+            replica(PairedStats {
+                serving_version: "v1".into(),
+                samples: 4,
+                only_candidate: 3,
+                neither_right: 1,
+                ..PairedStats::default()
+            }),
+            // Paired with an older primary: not evidence against v1.
+            replica(PairedStats {
+                serving_version: "v0".into(),
+                samples: 9,
+                only_serving: 9,
+                ..PairedStats::default()
+            }),
+        ];
+        let outcomes = paired_from_stats(&stats, "v1", "v2");
+        assert_eq!(outcomes.len(), 10);
+        let count = |s: bool, c: bool| {
+            outcomes
+                .iter()
+                .filter(|o| {
+                    **o == PairedOutcome::Class {
+                        serving: s,
+                        candidate: c,
+                    }
+                })
+                .count()
+        };
+        assert_eq!(
+            (
+                count(true, true),
+                count(true, false),
+                count(false, true),
+                count(false, false)
+            ),
+            (3, 1, 5, 1)
+        );
+        assert!(paired_from_stats(&stats, "v1", "v3").is_empty());
+
+        let regression = [replica(PairedStats {
+            serving_version: "v1".into(),
+            samples: 2,
+            absolute_errors: vec![[1.0, 0.5], [2.0, 2.5]],
+            ..PairedStats::default()
+        })];
+        assert_eq!(
+            paired_from_stats(&regression, "v1", "v2"),
+            vec![
+                PairedOutcome::Value {
+                    serving: 1.0,
+                    candidate: 0.5
+                },
+                PairedOutcome::Value {
+                    serving: 2.0,
+                    candidate: 2.5
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_production_summary_counts_every_version_and_slices_the_serving_one() {
+        let (records, _) = parse_log(LOG);
+        let summary = summarize_production(
+            &records,
+            "m",
+            "v1",
+            &["island".to_string()],
+            false,
+            Some("t9".into()),
+        );
+        assert_eq!((summary.labelled_rows, summary.serving_rows), (1, 1));
+        assert_eq!(summary.online.get("accuracy"), Some(&0.0));
+        let other = summarize_production(&records, "m", "v9", &[], false, None);
+        assert_eq!((other.labelled_rows, other.serving_rows), (1, 0));
+        assert!(other.online.is_empty() && other.error_slices.is_empty());
     }
 }

@@ -44,7 +44,7 @@ pub enum PairedOutcome {
 }
 
 /// What the test found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Evidence {
     /// `mcnemar` or `paired_bootstrap`.

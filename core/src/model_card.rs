@@ -95,8 +95,12 @@ pub struct Lineage {
     /// The studies this one retrained, nearest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parent_studies: Vec<String>,
+    /// Labelled production rows (prediction log joined with feedback) among `dataset_rows`;
+    /// `dataset_digest` then covers them too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub production_rows: u64,
 }
 
-fn is_zero(value: &u32) -> bool {
-    *value == 0
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }

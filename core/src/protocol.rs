@@ -210,10 +210,14 @@ pub fn trial_arguments(
     spec: &crate::api::StudySpec,
     trial_name: &str,
     trial: &crate::api::TrialSpec,
-    dataset_uri: &str,
-    output: &str,
-    threads: u32,
+    place: &TrialPlace<'_>,
 ) -> Vec<String> {
+    let TrialPlace {
+        dataset_uri,
+        output,
+        threads,
+        feature_cache,
+    } = *place;
     let params = serde_json::to_string(&trial.params).unwrap_or_else(|_| "{}".to_string());
     let task = serde_json::to_value(spec.dataset.task)
         .ok()
@@ -242,7 +246,36 @@ pub fn trial_arguments(
         args.push(format!("--generation={}", origin.generation));
         args.push(format!("--parent-studies={}", origin.ancestors.join(",")));
     }
+    if !spec.dataset.feedback.is_empty()
+        && let Ok(sources) = serde_json::to_string(&spec.dataset.feedback)
+    {
+        args.push(format!("--feedback={sources}"));
+    }
+    if let Some(evaluation) = &spec.evaluation {
+        if let Some(folds) = evaluation.folds {
+            args.push(format!("--folds={folds}"));
+        }
+        if let Some(fraction) = evaluation.holdout_fraction {
+            args.push(format!("--holdout={fraction}"));
+        }
+    }
+    if let Some(cache) = feature_cache {
+        args.push(format!("--feature-cache={cache}"));
+    }
     args
+}
+
+/// Where a trial runs: what the runner (operator or local) decides rather than the study.
+#[derive(Clone, Copy, Debug)]
+pub struct TrialPlace<'a> {
+    /// The dataset as the trial can reach it (the local runner resolves relative paths).
+    pub dataset_uri: &'a str,
+    /// The trial's artifact folder.
+    pub output: &'a str,
+    /// Threads the trial may use.
+    pub threads: u32,
+    /// The feature cache shared by the study's trials, when the runner has one.
+    pub feature_cache: Option<&'a str>,
 }
 
 #[cfg(test)]

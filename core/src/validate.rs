@@ -120,6 +120,18 @@ fn check_dataset(spec: &StudySpec, errors: &mut Vec<FieldError>) {
             "must name the column to predict",
         ));
     }
+    for (i, source) in spec.dataset.feedback.iter().enumerate() {
+        if let Some(until) = &source.until
+            && until
+                .parse::<crate::k8s_openapi::jiff::Timestamp>()
+                .is_err()
+        {
+            errors.push(FieldError::new(
+                format!("spec.dataset.feedback[{i}].until"),
+                format!("'{until}' is not an RFC 3339 time; write e.g. 2026-11-30T10:00:00Z"),
+            ));
+        }
+    }
 }
 
 /// The format implied by a URI's extension (`.csv`, `.csv.gz`, `.tsv`, `.parquet`, `.pq`).

@@ -50,6 +50,7 @@ fn spec() -> StudySpec {
             target: "species".into(),
             task: Task::Multiclass,
             format: DataFormat::Auto,
+            feedback: Vec::new(),
         },
         objective: Objective {
             metric: Metric::Accuracy,
@@ -78,6 +79,7 @@ fn spec() -> StudySpec {
         promotion: None,
         warm_start: None,
         origin: None,
+        evaluation: None,
     }
 }
 

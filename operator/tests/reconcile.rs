@@ -513,7 +513,8 @@ async fn a_succeeded_study_promotes_its_winner_once() {
     assert_eq!(server.expect_event("ml").await["reason"], "BudgetExhausted");
     assert_eq!(finish(task, ctx, server).await, Action::await_change());
 
-    // Again with that status and the ModelDeployment in place: reads only.
+    // Again with that status: the trials are read, the ModelDeployment is not even looked at
+    // (what the shadow gate or a person did to it since is theirs), nothing is written.
     let (ctx, mut server) = context(false);
     let task = tokio::spawn(study::reconcile(
         Arc::new(study_object(budget, Some(&status))),
@@ -521,11 +522,6 @@ async fn a_succeeded_study_promotes_its_winner_once() {
     ));
     server
         .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, trials())
-        .await;
-    let mut md = promoted.clone();
-    md["metadata"]["namespace"] = json!("ml");
-    server
-        .expect(Method::GET, &format!("{mds}/penguins"), &[], 200, md)
         .await;
     finish(task, ctx, server).await;
 }
@@ -986,6 +982,80 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
             owner,
         )
         .await;
+    // The trigger fired: the next generation does not exist yet, so a ready server summarises
+    // the archive as of the cut, and the retraining study is created from it.
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins-g1",
+            &[],
+            404,
+            not_found("penguins-g1"),
+        )
+        .await;
+    let until = Timestamp::from_second(NOW - 120).unwrap().to_string();
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/production",
+            &[("until", until.as_str())],
+            200,
+            json!({"model": "penguins", "until": until, "labelled_rows": 412, "serving_version": "penguins-1",
+                   "serving_rows": 400, "online": {"accuracy": 0.82},
+                   "error_slices": [{"column": "island", "value": "Dream", "samples": 90, "error": 0.4, "overallError": 0.18}]}),
+        )
+        .await;
+    let created = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins-g1",
+            &[("fieldManager", "flywheel-retraining")],
+            201,
+            serde_json::to_value(study_object("{maxTrials: 2}", None)).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        created.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    let child: Study = serde_json::from_value(created.body).unwrap();
+    assert_eq!(child.metadata.namespace.as_deref(), Some("ml"));
+    let origin = child.spec.origin.as_ref().unwrap();
+    assert_eq!(
+        (
+            origin.parent_study.as_str(),
+            origin.generation,
+            origin.trigger.as_str(),
+            origin.production_rows
+        ),
+        ("penguins", 1, "MetricThreshold", 412)
+    );
+    assert_eq!(origin.error_slices[0].value, "Dream");
+    assert_eq!(
+        child.spec.dataset.uri,
+        "file:///artifacts/data/penguins.csv"
+    );
+    let source = &child.spec.dataset.feedback[0];
+    assert_eq!(
+        (
+            source.uri.as_str(),
+            source.model.as_str(),
+            source.until.as_deref()
+        ),
+        (
+            "file:///artifacts/ml/logs/penguins",
+            "penguins",
+            Some(until.as_str())
+        )
+    );
+    assert_eq!(
+        child.spec.warm_start.as_ref().unwrap().studies,
+        vec!["penguins"]
+    );
+    assert_eq!(
+        serde_json::to_value(child.spec.promotion.as_ref().unwrap()).unwrap(),
+        json!({"deployment": "penguins", "policy": "shadow"})
+    );
     let patch = server
         .expect_status_apply(
             "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
@@ -993,6 +1063,7 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
         )
         .await;
     let status = &patch.body["status"];
+    assert_eq!(status["retrainingStudy"], "penguins-g1");
     assert_eq!(status["labelledPredictions"], 400);
     // (300 × 0.9 + 100 × 0.6) / 400
     assert!((status["onlineMetrics"]["accuracy"].as_f64().unwrap() - 0.825).abs() < 1e-9);
@@ -1010,10 +1081,246 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
         server.expect_event("ml").await["reason"],
         deployment::RETRAINING_DUE
     );
+    let started = server.expect_event("ml").await;
+    assert_eq!(started["reason"], deployment::RETRAINING_STARTED);
+    assert!(
+        started["note"]
+            .as_str()
+            .unwrap()
+            .contains("412 labelled production rows"),
+        "{started}"
+    );
     assert_eq!(
         finish(task, ctx, server).await,
         Action::requeue(deployment::STATS_REQUEUE)
     );
+}
+
+/// The requests of a retraining ModelDeployment's reconcile up to its decisions: its
+/// Deployment and Service applied, one ready pod's stats (`stats`), the serving study read.
+async fn serve_and_poll(server: &mut ApiServer, stats: Value) {
+    let deployments = "/apis/apps/v1/namespaces/ml/deployments";
+    let services = "/api/v1/namespaces/ml/services";
+    for (collection, kind) in [(deployments, "deployment"), (services, "service")] {
+        server
+            .expect(
+                Method::GET,
+                &format!("{collection}/penguins"),
+                &[],
+                404,
+                not_found(kind),
+            )
+            .await;
+        server
+            .expect_apply(&format!("{collection}/penguins"), "flywheel-operator")
+            .await;
+    }
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods",
+            &[(
+                "labelSelector",
+                "app.kubernetes.io/name=flywheel-server,app.kubernetes.io/component=penguins",
+            )],
+            200,
+            list(
+                "Pod",
+                vec![json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "penguins-a", "namespace": "ml"},
+                            "status": {"conditions": [{"type": "Ready", "status": "True"}]}})],
+            ),
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/stats",
+            &[],
+            200,
+            stats,
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins",
+            &[],
+            200,
+            serde_json::to_value(study_object("{maxTrials: 2}", None)).unwrap(),
+        )
+        .await;
+}
+
+/// A ModelDeployment serving penguins-1 with the retraining study's winner as its shadow.
+fn gated_deployment() -> ModelDeployment {
+    let mut md = model_deployment();
+    md.metadata.resource_version = Some("41".into());
+    md.spec.model.study = Some("penguins".into());
+    md.spec.retraining = Some(
+        serde_json::from_value(
+            json!({"metricThreshold": 0.5, "gate": {"samples": 100, "margin": 0.02}}),
+        )
+        .unwrap(),
+    );
+    md.spec.shadow = Some(
+        serde_json::from_value(
+            json!({"uri": "file:///artifacts/ml/penguins-g1/penguins-g1-4",
+            "version": "penguins-g1-4", "study": "penguins-g1", "trial": "penguins-g1-4"}),
+        )
+        .unwrap(),
+    );
+    md
+}
+
+fn paired_stats(both: u64, only_serving: u64, only_candidate: u64, neither: u64) -> Value {
+    let samples = both + only_serving + only_candidate + neither;
+    json!({"model": "penguins", "versions": [
+        {"model_version": "penguins-1", "role": "primary", "predictions": 900, "labelled": samples,
+         "window": samples, "accuracy": (both + only_serving) as f64 / samples as f64},
+        {"model_version": "penguins-g1-4", "role": "shadow", "predictions": 900, "labelled": samples,
+         "window": samples, "accuracy": (both + only_candidate) as f64 / samples as f64,
+         "paired": {"serving_version": "penguins-1", "samples": samples, "both_right": both,
+                    "only_serving": only_serving, "only_candidate": only_candidate, "neither_right": neither}},
+        // The shadow against an earlier primary is no evidence about this pair.
+        {"model_version": "penguins-g1-4", "predictions": 0, "labelled": 0, "window": 0,
+         "paired": {"serving_version": "penguins-0", "samples": 500, "only_serving": 500}}]})
+}
+
+#[tokio::test]
+async fn the_shadow_gate_promotes_a_better_candidate_in_one_conditional_patch() {
+    let md = gated_deployment();
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    // 160 paired rows: the candidate alone right on 30, the serving model alone on 6.
+    serve_and_poll(&mut server, paired_stats(110, 6, 30, 14)).await;
+    let swap = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins",
+            &[("fieldManager", "flywheel-gate")],
+            200,
+            serde_json::to_value(&md).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        swap.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        swap.body,
+        json!({"metadata": {"resourceVersion": "41"},
+               "spec": {"model": serde_json::to_value(md.spec.shadow.as_ref().unwrap()).unwrap(), "shadow": null}})
+    );
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status = &patch.body["status"];
+    let gate = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == deployment::SHADOW_GATE)
+        .unwrap();
+    assert_eq!(
+        (&gate["status"], &gate["reason"]),
+        (&json!("True"), &json!("Promoted"))
+    );
+    assert_eq!(status["lastGate"]["decision"], "promote");
+    assert_eq!(status["lastGate"]["test"], "mcnemar");
+    assert_eq!(status["lastGate"]["samples"], 160);
+    assert!(
+        status["lastGate"]["pValue"].as_f64().unwrap() < 0.05,
+        "{status}"
+    );
+    // Rolling back is setting spec.model to this.
+    assert_eq!(
+        status["previousModel"],
+        serde_json::to_value(&md.spec.model).unwrap()
+    );
+    let event = server.expect_event("ml").await;
+    assert_eq!(event["reason"], deployment::SHADOW_PROMOTED);
+    assert!(
+        event["note"].as_str().unwrap().contains("160 rows"),
+        "{event}"
+    );
+    finish(task, ctx, server).await;
+}
+
+#[tokio::test]
+async fn the_shadow_gate_waits_for_evidence_then_rejects_a_candidate_no_better() {
+    let md = gated_deployment();
+    // 40 paired rows: fewer than the 100 the gate asks for. It waits; nothing changes in spec.
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    serve_and_poll(&mut server, paired_stats(30, 4, 5, 1)).await;
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status: flywheel_core::api::ModelDeploymentStatus =
+        serde_json::from_value(patch.body["status"].clone()).unwrap();
+    let gate = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == deployment::SHADOW_GATE)
+        .unwrap();
+    assert_eq!(
+        (gate.status.as_str(), gate.reason.as_str()),
+        ("Unknown", "Waiting")
+    );
+    assert!(gate.message.contains("40 of 100"), "{}", gate.message);
+    assert!(status.last_gate.is_none());
+    finish(task, ctx, server).await;
+
+    // 200 rows where the candidate is right alone as often as the serving model: rejected,
+    // the shadow cleared, the serving model untouched.
+    let mut waited = md.clone();
+    waited.status = Some(status);
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(waited), ctx.clone()));
+    serve_and_poll(&mut server, paired_stats(150, 20, 22, 8)).await;
+    let clear = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins",
+            &[("fieldManager", "flywheel-gate")],
+            200,
+            serde_json::to_value(&md).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        clear.body,
+        json!({"metadata": {"resourceVersion": "41"}, "spec": {"shadow": null}})
+    );
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status = &patch.body["status"];
+    assert_eq!(status["lastGate"]["decision"], "reject");
+    assert!(status.get("previousModel").is_none(), "{status}");
+    let gate = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == deployment::SHADOW_GATE)
+        .unwrap();
+    assert_eq!(
+        (&gate["status"], &gate["reason"]),
+        (&json!("False"), &json!("Rejected"))
+    );
+    assert_eq!(
+        server.expect_event("ml").await["reason"],
+        deployment::SHADOW_REJECTED
+    );
+    finish(task, ctx, server).await;
 }
 
 #[tokio::test]

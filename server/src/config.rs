@@ -83,6 +83,12 @@ pub struct Config {
     #[arg(long, env = "FLYWHEEL_LOG_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub log_segment_bytes: u64,
 
+    /// Also start a new segment this often (seconds) when the open one holds records, so that
+    /// with --log-archive-uri every record is archived within about this time; 0: by size only.
+    /// The operator sets it for a ModelDeployment with a retraining policy.
+    #[arg(long, env = "FLYWHEEL_LOG_SEGMENT_SECONDS", default_value_t = 0)]
+    pub log_segment_seconds: u64,
+
     /// Folder in the artifact store that closed prediction-log segments are copied to (an
     /// s3://bucket/prefix URI, a file:// URI or a path), under a sub-folder per server run. Each
     /// segment is uploaded in the background once rotated (or at shutdown), retried until it
@@ -146,6 +152,7 @@ impl Config {
             auth_token: None,
             log_dir: None,
             log_segment_bytes: 64 * 1024 * 1024,
+            log_segment_seconds: 0,
             log_archive_uri: None,
             feedback_window: 100_000,
             stats_window: 1000,

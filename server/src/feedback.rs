@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use flywheel_core::feedback::PairedStats;
+
 use crate::metrics::{FeedbackLabels, Metrics, ModelLabels};
 
 /// What the model said for one row.
@@ -56,10 +58,90 @@ struct Entry {
     predictions: Vec<Scored>,
     /// The latest feedback, kept so that a shadow prediction arriving after it is scored too.
     actual: Option<Actual>,
+    /// Where each shadow's pairing with the primary counted this request, so a corrected label
+    /// replaces its contribution instead of adding another.
+    paired: Vec<(Arc<str>, PairSlot)>,
+}
+
+/// Labelled requests whose regression errors are kept per (primary, shadow) pairing: enough
+/// for any sensible gate, bounded memory however long a shadow runs.
+pub const MAX_PAIRED_ERRORS: usize = 100_000;
+
+#[derive(Clone, Copy, Debug)]
+enum PairSlot {
+    /// Index into [`Pairing::counts`].
+    Class(usize),
+    /// Index into [`Pairing::errors`].
+    Error(usize),
+}
+
+/// A shadow's predictions against the primary's on the same labelled requests.
+#[derive(Default)]
+struct Pairing {
+    /// Both right, only the primary, only the shadow, neither.
+    counts: [u64; 4],
+    /// `[primary, shadow]` absolute errors.
+    errors: Vec<[f64; 2]>,
+}
+
+impl Pairing {
+    /// Counts one labelled request, replacing `previous` (this request's earlier count).
+    fn record(
+        &mut self,
+        serving: Score,
+        candidate: Score,
+        previous: Option<PairSlot>,
+    ) -> Option<PairSlot> {
+        if let Some(PairSlot::Class(k)) = previous
+            && let Some(count) = self.counts.get_mut(k)
+        {
+            *count = count.saturating_sub(1);
+        }
+        match (serving, candidate) {
+            (Score::Correct(s), Score::Correct(c)) => {
+                let k = match (s, c) {
+                    (true, true) => 0,
+                    (true, false) => 1,
+                    (false, true) => 2,
+                    (false, false) => 3,
+                };
+                self.counts[k] += 1;
+                Some(PairSlot::Class(k))
+            }
+            (Score::Error(s), Score::Error(c)) => {
+                let pair = [s.abs(), c.abs()];
+                match previous {
+                    Some(PairSlot::Error(i)) if i < self.errors.len() => {
+                        self.errors[i] = pair;
+                        Some(PairSlot::Error(i))
+                    }
+                    _ if self.errors.len() < MAX_PAIRED_ERRORS => {
+                        self.errors.push(pair);
+                        Some(PairSlot::Error(self.errors.len() - 1))
+                    }
+                    _ => None,
+                }
+            }
+            // A classifier against a regressor: nothing to compare.
+            _ => None,
+        }
+    }
+
+    fn stats(&self, serving_version: &str) -> PairedStats {
+        PairedStats {
+            serving_version: serving_version.to_string(),
+            samples: self.counts.iter().sum::<u64>() + self.errors.len() as u64,
+            both_right: self.counts[0],
+            only_serving: self.counts[1],
+            only_candidate: self.counts[2],
+            neither_right: self.counts[3],
+            absolute_errors: self.errors.clone(),
+        }
+    }
 }
 
 /// One labelled prediction's contribution to the online metric.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Score {
     Correct(bool),
     Error(f64),
@@ -160,6 +242,40 @@ struct Inner {
     /// Request ids in arrival order, for evicting the oldest.
     order: VecDeque<String>,
     versions: HashMap<String, VersionStats>,
+    /// Keyed by (primary version, shadow version).
+    pairings: HashMap<(Arc<str>, Arc<str>), Pairing>,
+}
+
+/// Pairs the shadow prediction at `shadow` of `entry` with its primary's, when it has a label.
+fn pair(
+    entry: &mut Entry,
+    shadow: usize,
+    versions: &HashMap<String, VersionStats>,
+    pairings: &mut HashMap<(Arc<str>, Arc<str>), Pairing>,
+) {
+    let (Some(actual), Some(primary), Some(candidate)) = (
+        entry.actual.as_ref(),
+        entry.predictions.first(),
+        entry.predictions.get(shadow),
+    ) else {
+        return;
+    };
+    if shadow == 0 {
+        return;
+    }
+    let classes = |version: &str| versions.get(version).map_or(&[][..], |v| &v.classes[..]);
+    let serving = Score::of(&primary.predicted, classes(&primary.version), actual);
+    let challenger = Score::of(&candidate.predicted, classes(&candidate.version), actual);
+    let key = (primary.version.clone(), candidate.version.clone());
+    let previous = entry
+        .paired
+        .iter()
+        .position(|(v, _)| *v == key.1)
+        .map(|i| entry.paired.swap_remove(i).1);
+    let pairing = pairings.entry(key.clone()).or_default();
+    if let Some(slot) = pairing.record(serving, challenger, previous) {
+        entry.paired.push((key.1, slot));
+    }
 }
 
 impl Inner {
@@ -191,6 +307,7 @@ impl FeedbackIndex {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
                 versions: HashMap::new(),
+                pairings: HashMap::new(),
             }),
             metrics,
         }
@@ -228,6 +345,7 @@ impl FeedbackIndex {
                     scored: false,
                 }],
                 actual: None,
+                paired: Vec::new(),
             };
             if inner.entries.insert(id.clone(), entry).is_none() {
                 inner.order.push_back(id);
@@ -295,6 +413,7 @@ impl FeedbackIndex {
                 );
                 scored.scored = true;
                 touched = true;
+                pair(entry, slot, &inner.versions, &mut inner.pairings);
             }
         }
         let summary = inner.versions.get_mut(version).map(|stats| {
@@ -351,6 +470,9 @@ impl FeedbackIndex {
             .first()
             .map_or_else(|| served_version.to_string(), |p| p.version.to_string());
         entry.actual = Some(actual);
+        for shadow in 1..entry.predictions.len() {
+            pair(entry, shadow, &inner.versions, &mut inner.pairings);
+        }
         drop(guard);
         self.count(&primary, outcome);
         for summary in &summaries {
@@ -386,6 +508,16 @@ impl FeedbackIndex {
                 outcome: outcome.as_str().to_string(),
             })
             .inc();
+    }
+
+    /// The shadow `shadow`'s predictions paired with the primary `primary`'s on the same
+    /// labelled requests, for the shadow gate; `None` before the first such request.
+    pub fn paired(&self, primary: &str, shadow: &str) -> Option<PairedStats> {
+        let inner = self.lock();
+        inner
+            .pairings
+            .get(&(Arc::from(primary), Arc::from(shadow)))
+            .map(|pairing| pairing.stats(primary))
     }
 
     /// Stats of every version seen, sorted by version.
@@ -517,5 +649,39 @@ mod tests {
             (summaries[1].labelled, summaries[1].accuracy),
             (2, Some(1.0))
         );
+        // The gate's evidence: x both right; z first only the primary, then (relabelled) only
+        // the shadow — replaced, not added.
+        let paired = index.paired("p", "s").unwrap();
+        assert_eq!(
+            (
+                paired.samples,
+                paired.both_right,
+                paired.only_serving,
+                paired.only_candidate,
+                paired.neither_right
+            ),
+            (2, 1, 0, 1, 0)
+        );
+        assert_eq!(paired.serving_version, "p");
+        assert!(index.paired("s", "p").is_none());
+    }
+
+    #[test]
+    fn regression_shadows_pair_absolute_errors() {
+        let index = index(10, 10);
+        index.record("p", &[], [("a".to_string(), Predicted::Value(3.0))]);
+        index.record_shadow("s", &[], [("a".to_string(), Predicted::Value(4.5))]);
+        assert!(index.paired("p", "s").is_none(), "no label yet");
+        index.label("a", Actual::Value(5.0), "p");
+        index.record("p", &[], [("b".to_string(), Predicted::Value(1.0))]);
+        index.label("b", Actual::Value(2.0), "p");
+        index.record_shadow("s", &[], [("b".to_string(), Predicted::Value(2.25))]);
+        let paired = index.paired("p", "s").unwrap();
+        assert_eq!(paired.absolute_errors, vec![[2.0, 0.5], [1.0, 0.25]]);
+        index.label("a", Actual::Value(3.0), "p");
+        let paired = index.paired("p", "s").unwrap();
+        assert_eq!(paired.samples, 2);
+        assert_eq!(paired.absolute_errors[0], [0.0, 1.5]);
+        assert_eq!(paired.both_right + paired.only_serving, 0);
     }
 }

@@ -99,6 +99,9 @@ enum Message {
     },
     /// From now on closed segments go to this archiver.
     Archive(Archiver),
+    /// Close the open segment if it holds anything (`--log-segment-seconds`), so records reach
+    /// the archive within a bounded time even when traffic is too light to fill a segment.
+    Rotate,
     Close(oneshot::Sender<()>),
 }
 
@@ -150,6 +153,27 @@ impl PredictionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Closes the open segment every `interval` when it holds records. The timer thread ends
+    /// when the log closes.
+    pub fn rotate_every(&self, interval: Duration) -> Result<(), Error> {
+        let sender = self.sender.clone();
+        std::thread::Builder::new()
+            .name("prediction-log-rotation".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    if sender.blocking_send(Message::Rotate).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|source| Error::Spawn {
+                what: "the prediction log rotation timer",
+                source,
+            })
     }
 
     /// Appends `lines` (whole JSON lines) and returns once they are fsynced.
@@ -289,6 +313,7 @@ impl Writer {
         let mut waiting = Vec::new();
         while let Some(first) = receiver.blocking_recv() {
             let mut close = None;
+            let mut rotate = false;
             let mut message = Some(first);
             while let Some(current) = message.take() {
                 match current {
@@ -302,6 +327,7 @@ impl Writer {
                         }
                         self.archiver = Some(archiver);
                     }
+                    Message::Rotate => rotate = true,
                     Message::Close(done) => {
                         close = Some(done);
                         break;
@@ -320,6 +346,16 @@ impl Writer {
                 let _ = done.send(result.clone());
             }
             batch.clear();
+            if rotate
+                && self.segment.as_ref().is_some_and(|s| s.len > 0)
+                && let Some(segment) = self.segment.take()
+            {
+                // Its records were fsynced when written; the sync only covers metadata.
+                if let Err(error) = segment.file.sync_data() {
+                    tracing::error!(%error, "failed to sync a rotated prediction log segment");
+                }
+                self.closed(segment.path);
+            }
             if let Some(done) = close {
                 receiver.close();
                 if let Some(segment) = self.segment.take() {
@@ -621,6 +657,43 @@ mod tests {
             .collect();
         assert_eq!(text.lines().count(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rotation_timer_archives_records_before_the_segment_fills() {
+        let dir = temp_dir("timed-log");
+        let archive = temp_dir("timed-archive");
+        let log = PredictionLog::open(&dir, 1 << 30).unwrap();
+        log.archive_to(&format!("file://{}", archive.display()))
+            .await
+            .unwrap();
+        log.rotate_every(Duration::from_millis(20)).unwrap();
+        log.append(b"{\"n\":1}\n".to_vec()).await.unwrap();
+        let archived = || -> Vec<PathBuf> {
+            std::fs::read_dir(&archive)
+                .unwrap()
+                .flat_map(|run| segments(&run.unwrap().path()).unwrap())
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while archived().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let found = archived();
+        assert_eq!(
+            found.len(),
+            1,
+            "the record reached the archive with the log open"
+        );
+        assert_eq!(std::fs::read_to_string(&found[0]).unwrap(), "{\"n\":1}\n");
+        // Idle ticks close nothing: no empty segments pile up.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(archived().len(), 1);
+        log.append(b"{\"n\":2}\n".to_vec()).await.unwrap();
+        log.close().await;
+        assert_eq!(archived().len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&archive).unwrap();
     }
 
     #[tokio::test]

@@ -94,7 +94,13 @@ impl AppState {
             None => None,
         };
         let log = match &config.log_dir {
-            Some(dir) => Some(PredictionLog::open(dir, config.log_segment_bytes)?),
+            Some(dir) => {
+                let log = PredictionLog::open(dir, config.log_segment_bytes)?;
+                if config.log_segment_seconds > 0 {
+                    log.rotate_every(std::time::Duration::from_secs(config.log_segment_seconds))?;
+                }
+                Some(log)
+            }
             None => None,
         };
         let feedback =

@@ -278,6 +278,7 @@ async fn openapi_lists_every_route() {
         ("/v1/models/{name}/feedback", "post"),
         ("/v1/models/{name}/stats", "get"),
         ("/v1/models/{name}/lineage", "get"),
+        ("/v1/models/{name}/production", "get"),
         ("/v2", "get"),
         ("/v2/health/live", "get"),
         ("/v2/health/ready", "get"),
@@ -300,7 +301,7 @@ async fn openapi_lists_every_route() {
     }
     assert_eq!(
         paths.len(),
-        19,
+        20,
         "unexpected paths: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
@@ -454,4 +455,90 @@ async fn binary_serves_and_stops_on_sigterm() {
     assert!(kill.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM is a clean shutdown: {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_rows_are_read_back_from_the_archive_as_of_a_cut() {
+    let log = common::temp_dir("production-log");
+    let archive = common::temp_dir("production-archive");
+    let mut config = common::config("iris_logistic");
+    config.log_dir = Some(log.clone());
+    config.log_archive_uri = Some(format!("file://{}", archive.display()));
+    config.log_segment_seconds = 1;
+    let server = TestServer::start(config).await;
+    let (status, body) = server
+        .post("/v1/models/iris_logistic:predict", &iris_rows(3))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = body["request_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let before_feedback = jiff::Timestamp::now();
+    // Two labels match the prediction, one does not.
+    let predicted: Vec<&str> = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let wrong = if predicted[2] == "setosa" {
+        "virginica"
+    } else {
+        "setosa"
+    };
+    let items = json!({"feedback": [
+        {"request_id": ids[0], "actual": predicted[0]},
+        {"request_id": ids[1], "actual": predicted[1]},
+        {"request_id": ids[2], "actual": wrong},
+    ]});
+    let (status, answer) = server
+        .post("/v1/models/iris_logistic/feedback", &items)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The timer rotates the segment, the archiver uploads it: the rows become readable while
+    // the server still runs.
+    let summary = common::eventually(20, "labelled rows in the archive", || async {
+        let (status, summary) = server.get("/v1/models/iris_logistic/production").await;
+        assert_eq!(status, 200, "{summary}");
+        (summary["labelled_rows"] == 3).then_some(summary)
+    })
+    .await;
+    assert_eq!(summary["serving_version"], "iris_logistic-fixture-1");
+    assert_eq!(summary["serving_rows"], 3);
+    let accuracy = summary["online"]["accuracy"].as_f64().unwrap();
+    assert!((accuracy - 2.0 / 3.0).abs() < 1e-9, "{summary}");
+    // Before the feedback was logged, nothing was labelled.
+    let (status, cut) = server
+        .get(&format!(
+            "/v1/models/iris_logistic/production?until={before_feedback}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{cut}");
+    assert_eq!(cut["labelled_rows"], 0, "{cut}");
+    assert_eq!(cut["until"], before_feedback.to_string());
+
+    let (status, error) = server
+        .get("/v1/models/iris_logistic/production?until=yesterday")
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["field"], "until", "{error}");
+    server.stop().await.unwrap();
+
+    let plain = TestServer::fixture("iris_logistic").await;
+    let (status, error) = plain.get("/v1/models/iris_logistic/production").await;
+    assert_eq!(status, 409, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("--log-archive-uri"),
+        "{error}"
+    );
+    plain.stop().await.unwrap();
+    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::remove_dir_all(&archive).unwrap();
 }

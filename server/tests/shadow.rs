@@ -142,6 +142,12 @@ async fn shadow_predictions_are_logged_under_the_primary_ids_and_scored() {
     // (the same model exported with ZipMap) agrees.
     assert_eq!(of(PRIMARY)["accuracy"], 1.0);
     assert_eq!(of(SHADOW)["accuracy"], 1.0);
+    // The gate's evidence: every labelled request paired, both right on each.
+    let paired = &of(SHADOW)["paired"];
+    assert_eq!(paired["serving_version"], PRIMARY, "{stats}");
+    assert_eq!(paired["samples"], ids.len(), "{stats}");
+    assert_eq!(paired["both_right"], ids.len(), "{stats}");
+    assert!(of(PRIMARY).get("paired").is_none(), "{stats}");
 
     let metrics = server.metrics().await;
     assert_eq!(

@@ -205,6 +205,18 @@ impl Store {
         }
     }
 
+    /// The contents of every object under `prefix` whose name ends with `suffix`, in name
+    /// order (the order [`Store::list`] gives).
+    pub async fn read_matching(&self, prefix: &Location, suffix: &str) -> Result<Vec<Bytes>> {
+        let mut contents = Vec::new();
+        for location in self.list(prefix).await? {
+            if location.file_name().is_some_and(|n| n.ends_with(suffix)) {
+                contents.push(self.get(&location).await?);
+            }
+        }
+        Ok(contents)
+    }
+
     /// Every object under the folder `prefix`, as locations, sorted.
     pub async fn list(&self, prefix: &Location) -> Result<Vec<Location>> {
         match prefix {
@@ -456,6 +468,11 @@ impl BlockingStore {
 
     pub fn list(&self, prefix: &Location) -> Result<Vec<Location>> {
         self.runtime.block_on(self.store.list(prefix))
+    }
+
+    pub fn read_matching(&self, prefix: &Location, suffix: &str) -> Result<Vec<Bytes>> {
+        self.runtime
+            .block_on(self.store.read_matching(prefix, suffix))
     }
 
     pub fn download_dir(&self, from: &Location, names: &[&str], to: &Path) -> Result<()> {

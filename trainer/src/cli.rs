@@ -79,6 +79,12 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_PARENT_STUDIES", value_delimiter = ',')]
     pub parent_studies: Vec<String>,
 
+    /// Labelled production rows to append to the dataset: a JSON list of prediction-log
+    /// archives, as in the study's `spec.dataset.feedback`
+    /// (`[{"uri":"s3://bucket/logs/churn","model":"churn","until":"2026-11-30T10:00:00Z"}]`).
+    #[arg(long, env = "FLYWHEEL_FEEDBACK", default_value = "")]
+    pub feedback: String,
+
     /// Fraction of rows held out for validation (stratified for classification).
     #[arg(long, env = "FLYWHEEL_HOLDOUT", default_value_t = 0.2)]
     pub holdout: f64,

@@ -14,6 +14,7 @@ pub mod onnx;
 pub mod parallel;
 pub mod params;
 pub mod parity;
+pub mod production;
 pub mod svm;
 pub mod tree;
 pub mod trial;

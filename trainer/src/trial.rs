@@ -24,6 +24,7 @@ use crate::model::{Model, Prediction, accumulate, mlp_prediction};
 use crate::onnx::export;
 use crate::params;
 use crate::parity;
+use crate::production;
 use crate::svm;
 use crate::tree::{self, Binned, ForestParams, Labels, Objective, TreeParams};
 
@@ -199,6 +200,14 @@ fn artifact_uri(output: &Output) -> String {
     }
 }
 
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| TrainerError::Internal(format!("failed to serialise json: {e}")))
@@ -212,7 +221,17 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     let mut timings = Timings::default();
 
     let source = data::fetch(&args.dataset)?;
-    let table = data::parse_csv(&source.bytes)?;
+    let mut table = data::parse_csv(&source.bytes)?;
+    let production = production::append(
+        &mut table,
+        &args.target,
+        &production::parse_sources(&args.feedback)?,
+    )?;
+    // The model learnt from the table and the production rows: both name its data.
+    let dataset_digest = match &production {
+        Some(appended) => hex_sha256(format!("{}+{}", source.digest, appended.digest).as_bytes()),
+        None => source.digest.clone(),
+    };
     let data = data::infer(table, &args.target, plan.task)?;
     timings.load_seconds = started.elapsed().as_secs_f64();
     if !plan.family.supports(data.task) {
@@ -311,12 +330,13 @@ pub fn run(args: &Args) -> Result<TrialResult> {
             study: args.study.clone(),
             trial: args.trial.clone(),
             dataset_uri: source.uri.clone(),
-            dataset_digest: source.digest.clone(),
+            dataset_digest,
             dataset_rows: data.rows as u64,
             trainer_version: env!("CARGO_PKG_VERSION").to_string(),
             created_at: jiff::Timestamp::now().to_string(),
             generation: args.generation,
             parent_studies: args.parent_studies.clone(),
+            production_rows: production.as_ref().map_or(0, |p| p.rows),
         },
     };
     staging.write(MODEL_FILE, &exported.bytes)?;

@@ -70,16 +70,18 @@ What the operator does to objects in the namespaces it watches; least privilege,
 no Secrets (pods read the artifact Secret through secretKeyRef, the operator never does).
 */}}
 {{- define "flywheel.rules" -}}
-# Studies: watched and read; only their status is written.
+# Studies: watched and read, their status written; a retraining study is server-side applied
+# when a ModelDeployment's retraining policy fires (an apply that creates needs create too).
 - apiGroups: ["flywheel.dev"]
   resources: ["studies"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Trials: server-side applied by the Study controller (an apply that creates needs create too).
 # Never deleted by the operator: the garbage collector follows the owner references.
 - apiGroups: ["flywheel.dev"]
   resources: ["trials"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# ModelDeployments: promotion applies a new version, creating the target when it is missing.
+# ModelDeployments: promotion applies a new version, creating the target when it is missing;
+# the shadow gate patches spec.model and spec.shadow.
 - apiGroups: ["flywheel.dev"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "create", "patch"]

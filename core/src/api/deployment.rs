@@ -125,6 +125,23 @@ impl ShadowGate {
     }
 }
 
+/// What the shadow gate decided about one candidate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateRecord {
+    /// The candidate (shadow) version judged.
+    pub candidate_version: String,
+    /// The version it was compared with.
+    pub serving_version: String,
+    /// promote or reject.
+    pub decision: String,
+    /// The test, its statistic and p-value, and both models' metrics on the paired requests.
+    #[serde(flatten)]
+    pub evidence: crate::gate::Evidence,
+    /// When the gate decided.
+    pub time: Time,
+}
+
 /// Observed state of a ModelDeployment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -150,6 +167,17 @@ pub struct ModelDeploymentStatus {
     /// When the serving version was promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_time: Option<Time>,
+    /// The model served before the shadow gate last promoted a candidate: rolling back is
+    /// setting `spec.model` to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_model: Option<ModelRef>,
+    /// The retraining study the operator last started from this deployment's feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retraining_study: Option<String>,
+    /// The shadow gate's last verdict on a candidate (its decision, test, statistic, p-value
+    /// and sample size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gate: Option<GateRecord>,
     /// Standard conditions: Ready, Progressing, Promoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

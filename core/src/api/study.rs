@@ -61,6 +61,26 @@ pub struct StudySpec {
     /// Set on a retraining study: the study it continues and why it was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<StudyOrigin>,
+    /// How each trial scores its model: a holdout split (the default) or k-fold
+    /// cross-validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+}
+
+/// How trials are scored.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// Number of cross-validation folds (stratified for classification); unset: one holdout
+    /// split. The reported metrics are the mean over folds and the exported model is refit on
+    /// every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 20))]
+    pub folds: Option<u32>,
+    /// Fraction of rows held out for validation when not cross-validating (default 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 1.0").message("holdoutFraction must be between 0 and 1, e.g. 0.2"))]
+    pub holdout_fraction: Option<f64>,
 }
 
 /// Why a retraining study exists: production feedback fired a trigger of the parent's
@@ -105,6 +125,28 @@ pub struct DatasetSpec {
     /// File format; auto decides from the URI's extension.
     #[serde(default)]
     pub format: DataFormat,
+    /// Labelled production rows appended to the table: the prediction log of a served model
+    /// joined with its feedback. The operator sets this on a retraining study; the trainer
+    /// reads the archived log segments and adds one row per labelled prediction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<FeedbackSource>,
+}
+
+/// A served model's archived prediction log, read as extra training rows.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackSource {
+    /// The folder the server archives its prediction-log segments to (its
+    /// `--log-archive-uri`), e.g. `s3://bucket/flywheel/default/logs/churn`.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("uri must name the prediction log archive, e.g. s3://bucket/flywheel/default/logs/churn"))]
+    pub uri: String,
+    /// The model name the predictions were logged under.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("model must name the served model whose predictions to read"))]
+    pub model: String,
+    /// Records logged after this time (RFC 3339) are left out, so every trial of the study
+    /// reads the same rows however much the log has grown since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 /// The dataset's file format.

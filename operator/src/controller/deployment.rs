@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use flywheel_core::api::{ModelDeployment, ModelDeploymentStatus, RetrainingPolicy, Study};
-use flywheel_core::feedback::{self, ServerStats};
+use flywheel_core::api::{
+    GateRecord, ModelDeployment, ModelDeploymentStatus, ModelRef, RetrainingPolicy, Study,
+};
+use flywheel_core::feedback::{self, ProductionSummary, ServerStats};
+use flywheel_core::gate::{self, GateDecision};
 use flywheel_core::k8s_openapi::api::apps::v1::Deployment;
 use flywheel_core::k8s_openapi::api::core::v1::Pod;
 use flywheel_core::k8s_openapi::api::core::v1::Service;
@@ -30,6 +33,7 @@ use super::Context;
 use crate::error::{Error, KubeContext};
 use crate::k8s::FIELD_MANAGER;
 use crate::k8s::observe::set_condition;
+use crate::k8s::retraining::{ARCHIVE_DELAY_SECONDS, retraining_study, retraining_study_name};
 use crate::k8s::serving::{
     SERVER_PORT, endpoint, server_deployment, server_service, server_service_monitor,
     service_monitor_resource,
@@ -41,6 +45,17 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 /// A retraining trigger of `spec.retraining` fired (reason: the trigger).
 pub const RETRAINING_DUE: &str = "RetrainingDue";
+/// The shadow gate's verdict on the shadow: Unknown while it waits for paired rows, True once
+/// it promoted the candidate, False once it rejected it.
+pub const SHADOW_GATE: &str = "ShadowGate";
+/// Event reasons of the closed loop.
+pub const RETRAINING_STARTED: &str = "RetrainingStarted";
+pub const SHADOW_PROMOTED: &str = "ShadowPromoted";
+pub const SHADOW_REJECTED: &str = "ShadowRejected";
+/// Field manager of retraining studies the operator starts.
+pub const RETRAINING_MANAGER: &str = "flywheel-retraining";
+/// Field manager of the shadow gate's spec changes.
+pub const GATE_MANAGER: &str = "flywheel-gate";
 
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = md.namespace().ok_or_else(|| Error::Operator {
@@ -70,10 +85,40 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let now = Time(ctx.now());
     let mut status = serving_status(&md, &deployment, &previous, &now);
     let mut due = None;
+    let mut started = None;
+    let mut verdict = None;
     if let Some(policy) = &md.spec.retraining {
-        let stats = server_stats(&ctx, &namespace, &md).await?;
-        let training = training_metrics(&ctx, &namespace, &md).await?;
+        let (ready_pods, stats) = server_stats(&ctx, &namespace, &md).await?;
+        let parent = serving_study(&ctx, &namespace, &md).await?;
+        let training = training_metrics(parent.as_ref(), &md);
         due = apply_retraining(&mut status, &md, policy, &stats, training, &now);
+        if let Some(shadow) = &md.spec.shadow {
+            let decision = judge_shadow(&md, shadow, policy, &stats);
+            record_gate(&mut status, &md, shadow, &decision, &now);
+            if !matches!(decision, GateDecision::Wait { .. }) {
+                act_on_gate(&ctx, &namespace, &md, shadow, &decision).await?;
+                verdict = Some(decision);
+            }
+        } else if let (Some(trigger), Some(parent)) = (&due, &parent) {
+            let child = start_retraining(
+                &ctx,
+                &namespace,
+                &md,
+                RetrainingInputs {
+                    policy,
+                    trigger,
+                    parent,
+                    ready_pods: &ready_pods,
+                },
+            )
+            .await?;
+            if let Some((name, created)) = child {
+                status.retraining_study = Some(name.clone());
+                if let Some(production) = created {
+                    started = Some((name, production));
+                }
+            }
+        }
     }
     if status != previous {
         let body = json!({
@@ -99,6 +144,28 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
                 format!("{}: {}", trigger.reason, trigger.message),
             )
             .await;
+        }
+        if let Some((study, production)) = &started {
+            ctx.event(
+                md.as_ref(),
+                EventType::Normal,
+                RETRAINING_STARTED,
+                format!(
+                    "started study {study} on the parent's data plus {} labelled production rows (cut at {})",
+                    production.labelled_rows,
+                    production.until.as_deref().unwrap_or("now")
+                ),
+            )
+            .await;
+        }
+        if let Some(decision) = &verdict {
+            let reason = if matches!(decision, GateDecision::Promote(_)) {
+                SHADOW_PROMOTED
+            } else {
+                SHADOW_REJECTED
+            };
+            ctx.event(md.as_ref(), EventType::Normal, reason, decision.summary())
+                .await;
         }
         if status.serving_version != previous.serving_version
             && let Some(version) = &status.serving_version
@@ -130,13 +197,13 @@ fn condition_holds(conditions: &[Condition], type_: &str) -> bool {
 }
 
 /// `/v1/models/{name}/stats` of every ready server pod, through the API server's pod proxy (each
-/// replica counts its own feedback, so all of them are read). A pod that does not answer is
-/// skipped: the next poll reads it again.
+/// replica counts its own feedback, so all of them are read), and the ready pods' names. A pod
+/// that does not answer is skipped: the next poll reads it again.
 async fn server_stats(
     ctx: &Context,
     namespace: &str,
     md: &ModelDeployment,
-) -> Result<Vec<ServerStats>, Error> {
+) -> Result<(Vec<String>, Vec<ServerStats>), Error> {
     let name = md.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!(
@@ -149,10 +216,15 @@ async fn server_stats(
         .await
         .doing(|| format!("list the server pods of modeldeployment {name}"))?;
     let mut stats = Vec::new();
-    for pod in list.items.iter().filter(|p| pod_ready(p)) {
+    let ready: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| pod_ready(p))
+        .map(|p| p.name_any())
+        .collect();
+    for pod in &ready {
         let path = format!(
-            "/api/v1/namespaces/{namespace}/pods/{}:{SERVER_PORT}/proxy/v1/models/{name}/stats",
-            pod.name_any()
+            "/api/v1/namespaces/{namespace}/pods/{pod}:{SERVER_PORT}/proxy/v1/models/{name}/stats"
         );
         let Ok(request) = http::Request::get(&path).body(Vec::new()) else {
             continue;
@@ -160,11 +232,11 @@ async fn server_stats(
         match ctx.client.request::<ServerStats>(request).await {
             Ok(answer) => stats.push(answer),
             Err(error) => {
-                tracing::debug!(pod = %pod.name_any(), %error, "failed to read server stats")
+                tracing::debug!(%pod, %error, "failed to read server stats")
             }
         }
     }
-    Ok(stats)
+    Ok((ready, stats))
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -178,26 +250,188 @@ fn pod_ready(pod: &Pod) -> bool {
         })
 }
 
-/// The serving model's validation metrics, from the Study that produced it.
-async fn training_metrics(
+/// The Study that produced the serving model, when it names one and it exists.
+async fn serving_study(
     ctx: &Context,
     namespace: &str,
     md: &ModelDeployment,
-) -> Result<BTreeMap<String, f64>, Error> {
+) -> Result<Option<Study>, Error> {
     let Some(study) = &md.spec.model.study else {
-        return Ok(BTreeMap::new());
+        return Ok(None);
     };
     let studies: Api<Study> = Api::namespaced(ctx.client.clone(), namespace);
-    let found = studies
+    studies
         .get_opt(study)
         .await
-        .doing(|| format!("read study {study}"))?;
-    Ok(found
-        .and_then(|s| s.status)
-        .and_then(|s| s.best_trial)
+        .doing(|| format!("read study {study}"))
+}
+
+/// The serving model's validation metrics, from the Study that produced it.
+fn training_metrics(study: Option<&Study>, md: &ModelDeployment) -> BTreeMap<String, f64> {
+    study
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.best_trial.as_ref())
         .filter(|best| best.name == md.spec.model.version)
-        .map(|best| best.metrics)
-        .unwrap_or_default())
+        .map(|best| best.metrics.clone())
+        .unwrap_or_default()
+}
+
+/// What starting a retraining study depends on.
+struct RetrainingInputs<'a> {
+    policy: &'a RetrainingPolicy,
+    trigger: &'a Trigger,
+    /// The study that produced the serving model.
+    parent: &'a Study,
+    ready_pods: &'a [String],
+}
+
+/// Starts the study that retrains the serving model's study, unless it exists already (it is
+/// named after its generation, so a trigger that keeps firing starts it once). Returns its
+/// name, with what the archive held when this call created it; `None` while no server is
+/// ready to summarise the archive.
+async fn start_retraining(
+    ctx: &Context,
+    namespace: &str,
+    md: &ModelDeployment,
+    inputs: RetrainingInputs<'_>,
+) -> Result<Option<(String, Option<ProductionSummary>)>, Error> {
+    let name = retraining_study_name(inputs.parent);
+    let studies: Api<Study> = Api::namespaced(ctx.client.clone(), namespace);
+    if studies
+        .get_opt(&name)
+        .await
+        .doing(|| format!("read study {name}"))?
+        .is_some()
+    {
+        return Ok(Some((name, None)));
+    }
+    let Some(pod) = inputs.ready_pods.first() else {
+        return Ok(None);
+    };
+    let until = ctx
+        .now()
+        .checked_sub(std::time::Duration::from_secs(ARCHIVE_DELAY_SECONDS))
+        .unwrap_or_else(|_| ctx.now());
+    let path = format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}:{SERVER_PORT}/proxy/v1/models/{}/production?until={until}",
+        md.name_any()
+    );
+    let request = http::Request::get(&path)
+        .body(Vec::new())
+        .map_err(|e| Error::Operator {
+            message: format!("failed to build the request {path}: {e}"),
+        })?;
+    let production: ProductionSummary = ctx.client.request(request).await.doing(|| {
+        format!(
+            "summarise the prediction log of modeldeployment {} (pod {pod})",
+            md.name_any()
+        )
+    })?;
+    let child = retraining_study(
+        md,
+        inputs.parent,
+        inputs.policy,
+        inputs.trigger.clone(),
+        &production,
+        &ctx.serving,
+    );
+    studies
+        .patch(
+            &name,
+            &PatchParams::apply(RETRAINING_MANAGER),
+            &Patch::Apply(&child),
+        )
+        .await
+        .doing(|| format!("create retraining study {name}"))?;
+    Ok(Some((name, Some(production))))
+}
+
+/// The shadow gate's verdict on `shadow`, from the servers' paired statistics of exactly this
+/// (serving, candidate) pair — so replicas still rolling out or an older primary add nothing.
+pub fn judge_shadow(
+    md: &ModelDeployment,
+    shadow: &ModelRef,
+    policy: &RetrainingPolicy,
+    stats: &[ServerStats],
+) -> GateDecision {
+    let settings = policy
+        .gate
+        .as_ref()
+        .map(|g| g.settings())
+        .unwrap_or_default();
+    let serving = &md.spec.model.version;
+    let outcomes = feedback::paired_from_stats(stats, serving, &shadow.version);
+    // Seeded by the pair of versions: the same evidence always gives the same verdict.
+    let seed = flywheel_core::study::name_seed(&format!("{serving}/{}", shadow.version));
+    gate::decide(&outcomes, &settings, seed)
+}
+
+/// Writes the gate's verdict into `status`: the ShadowGate condition, and on a decision the
+/// evidence and, for a promotion, the model it replaces (the rollback target).
+pub fn record_gate(
+    status: &mut ModelDeploymentStatus,
+    md: &ModelDeployment,
+    shadow: &ModelRef,
+    decision: &GateDecision,
+    now: &Time,
+) {
+    let (state, reason) = match decision {
+        GateDecision::Wait { .. } => ("Unknown", "Waiting"),
+        GateDecision::Promote(_) => ("True", "Promoted"),
+        GateDecision::Reject(_) => ("False", "Rejected"),
+    };
+    let message = format!("candidate {}: {}", shadow.version, decision.summary());
+    set_condition(
+        &mut status.conditions,
+        condition(SHADOW_GATE, state, reason, message, md, now),
+    );
+    if let GateDecision::Promote(evidence) | GateDecision::Reject(evidence) = decision {
+        status.last_gate = Some(GateRecord {
+            candidate_version: shadow.version.clone(),
+            serving_version: md.spec.model.version.clone(),
+            decision: if matches!(decision, GateDecision::Promote(_)) {
+                "promote"
+            } else {
+                "reject"
+            }
+            .into(),
+            evidence: evidence.clone(),
+            time: now.clone(),
+        });
+        if matches!(decision, GateDecision::Promote(_)) {
+            status.previous_model = Some(md.spec.model.clone());
+        }
+    }
+}
+
+/// Carries out a decision in one merge patch, conditional on the version read: a promotion
+/// moves the shadow into `spec.model` and clears `spec.shadow`; a rejection only clears it.
+/// A concurrent edit makes it fail with a conflict, and the next reconcile judges again.
+async fn act_on_gate(
+    ctx: &Context,
+    namespace: &str,
+    md: &ModelDeployment,
+    shadow: &ModelRef,
+    decision: &GateDecision,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let spec = match decision {
+        GateDecision::Promote(_) => json!({"model": shadow, "shadow": null}),
+        _ => json!({"shadow": null}),
+    };
+    let patch = json!({
+        "metadata": {"resourceVersion": md.resource_version()},
+        "spec": spec,
+    });
+    let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(GATE_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    mds.patch(&name, &params, &Patch::Merge(&patch))
+        .await
+        .doing(|| format!("apply the shadow gate's decision to modeldeployment {name}"))?;
+    Ok(())
 }
 
 /// Records the online metric and labelled count of the serving version and whether the

@@ -217,7 +217,7 @@ async fn stop_trials(
 /// With `promotion.policy: auto`, writes the winner into the target ModelDeployment's
 /// `spec.model` (creating the ModelDeployment if needed); with `shadow` (retraining studies),
 /// into its `spec.shadow`, where the shadow gate judges it on live traffic. Records the
-/// `Promoted` condition. Only a changed model is written.
+/// `Promoted` condition. Only a changed model is written, and only once per winner.
 async fn promote(
     study: &Study,
     namespace: &str,
@@ -229,6 +229,20 @@ async fn promote(
     let Some(promotion) = &study.spec.promotion else {
         return Ok(());
     };
+    // A winner is promoted once. What happens to the ModelDeployment afterwards — the shadow
+    // gate rejecting or promoting it, a person rolling back — is not undone by this study.
+    let previous = study.status.as_ref();
+    if let Some(done) = previous
+        .filter(|s| s.best_trial.as_ref().is_some_and(|b| b.name == winner.name))
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == PROMOTED && c.status == "True")
+        })
+    {
+        set_condition(&mut status.conditions, done.clone());
+        return Ok(());
+    }
     let as_shadow = match promotion.policy {
         PromotionPolicy::Auto => false,
         PromotionPolicy::Shadow => true,

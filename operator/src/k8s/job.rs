@@ -10,7 +10,7 @@ use flywheel_core::k8s_openapi::api::core::v1::{
 use flywheel_core::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use flywheel_core::kube::{Resource, ResourceExt};
-use flywheel_core::protocol::trial_arguments;
+use flywheel_core::protocol::{TrialPlace, trial_arguments};
 
 use super::labels;
 
@@ -85,9 +85,12 @@ pub fn trial_job(study: &Study, trial: &Trial, config: &JobConfig) -> Job {
         &study.spec,
         &trial_name,
         &trial.spec,
-        &study.spec.dataset.uri,
-        &output,
-        thread_budget(study),
+        &TrialPlace {
+            dataset_uri: &study.spec.dataset.uri,
+            output: &output,
+            threads: thread_budget(study),
+            feature_cache: None,
+        },
     );
     // The protocol also goes in as FLYWHEEL_* variables, so a custom image can read its inputs
     // without parsing flags.

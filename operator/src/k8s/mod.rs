@@ -3,6 +3,7 @@
 
 pub mod job;
 pub mod observe;
+pub mod retraining;
 pub mod serving;
 
 use flywheel_core::k8s_openapi::api::core::v1::{

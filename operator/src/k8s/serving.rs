@@ -19,6 +19,9 @@ use super::labels;
 pub const LOG_DIR: &str = "/tmp/flywheel-log";
 /// The port `flywheel-server` listens on inside the pod.
 pub const SERVER_PORT: i32 = 8080;
+/// How often servers with a retraining policy close their prediction-log segment, so labelled
+/// rows reach the archive (and a retraining study) within about this many seconds.
+pub const LOG_SEGMENT_SECONDS: u64 = 60;
 /// Pod template annotation carrying the model version: a new version changes the template, so
 /// Kubernetes rolls the Deployment.
 pub const VERSION_ANNOTATION: &str = "flywheel.dev/model-version";
@@ -112,6 +115,9 @@ fn server_args(md: &ModelDeployment, config: &ServingConfig) -> Vec<String> {
             model_dir(&log_archive_uri(md, config))
         ),
     ];
+    if md.spec.retraining.is_some() {
+        args.push(format!("--log-segment-seconds={LOG_SEGMENT_SECONDS}"));
+    }
     if let Some(shadow) = &md.spec.shadow {
         args.push(format!("--shadow-model-dir={}", model_dir(&shadow.uri)));
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use flywheel_core::api::{BestTrial, Study, StudyPhase, Trial, TrialPhase, TrialStatus};
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use flywheel_core::k8s_openapi::jiff::Timestamp;
-use flywheel_core::protocol::{RESULT_FILE, TrialResult, trial_arguments};
+use flywheel_core::protocol::{RESULT_FILE, TrialPlace, TrialResult, trial_arguments};
 use flywheel_core::search::{Observation, ObservationState};
 use flywheel_core::study::{self, ObservedTrial, ParentStudy, StudyIdentity, WarmHistory};
 
@@ -174,9 +174,12 @@ pub fn run(
                 &study.spec,
                 trial_name,
                 &trial.spec,
-                &dataset_uri,
-                &artifacts.display().to_string(),
-                threads,
+                &TrialPlace {
+                    dataset_uri: &dataset_uri,
+                    output: &artifacts.display().to_string(),
+                    threads,
+                    feature_cache: None,
+                },
             );
             let process = TrialProcess::spawn(
                 &options.trainer,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use flywheel_core::feedback::PairedStats;
 use flywheel_core::model_card::ColumnKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -69,6 +70,13 @@ pub struct VersionStats {
     /// Regression: mean absolute error in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mae: Option<f64>,
+    /// The loaded shadow: its predictions paired with the primary's on the same labelled
+    /// requests since it was loaded (`serving_version`, `samples`, `both_right`,
+    /// `only_serving`, `only_candidate`, `neither_right`, and for regression `absolute_errors`
+    /// as `[primary, shadow]` pairs): the evidence of the shadow gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub paired: Option<PairedStats>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -388,6 +396,7 @@ pub async fn stats(
             accuracy: s.accuracy,
             rmse: s.rmse,
             mae: s.mae,
+            paired: None,
         })
         .collect();
     // The loaded versions are listed even before their first prediction.
@@ -402,7 +411,18 @@ pub async fn stats(
                 accuracy: None,
                 rmse: None,
                 mae: None,
+                paired: None,
             });
+        }
+    }
+    if let Some(shadow) = &shadow {
+        let shadow_version = &shadow.spec().card.version;
+        let paired = state.feedback().paired(&spec.card.version, shadow_version);
+        if let Some(stats) = versions
+            .iter_mut()
+            .find(|v| v.model_version == *shadow_version)
+        {
+            stats.paired = paired;
         }
     }
     Ok(Json(StatsResponse {

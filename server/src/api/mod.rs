@@ -3,6 +3,7 @@
 pub mod feedback;
 pub mod lineage;
 pub mod openapi;
+pub mod production;
 pub mod repository;
 pub mod v1;
 pub mod v2;
@@ -83,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/models/{name_action}/stats", get(feedback::stats))
         .route("/v1/models/{name_action}/lineage", get(lineage::lineage))
+        .route(
+            "/v1/models/{name_action}/production",
+            get(production::production),
+        )
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{feedback, lineage, repository, v1, v2};
+use super::{feedback, lineage, production, repository, v1, v2};
 use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::error::ErrorBody;
         feedback::feedback,
         feedback::stats,
         lineage::lineage,
+        production::production,
         v2::server_metadata,
         v2::live,
         v2::ready,
