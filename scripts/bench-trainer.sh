@@ -11,9 +11,18 @@
 # usage: scripts/bench-trainer.sh [DATASET_DIR] [FAMILY...]
 #   DATASET_DIR defaults to ../shared/datasets from the repo root; FAMILY (logistic, svm,
 #   decision_tree, random_forest, gradient_boosting, mlp) defaults to all of them.
+#
+# usage: scripts/bench-trainer.sh cache [DATASET_DIR]
+#   Only the feature cache: cold (parse + schema inference) against cached (read, check and decode
+#   the cache entry) preparation of adult.csv, release build, medians of 15 runs
+#   (trainer/benches/feature_cache.rs).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+if [ "${1:-}" = cache ]; then
+  datasets="$(cd "${2:-../shared/datasets}" && pwd)"
+  exec cargo bench -q -p flywheel-trainer --bench feature_cache -- "$datasets/adult.csv" income
+fi
 datasets="${1:-../shared/datasets}"
 shift || true
 families=("$@")

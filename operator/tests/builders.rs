@@ -96,6 +96,8 @@ fn default_trial_job_runs_the_trainer_with_the_protocol() {
         "--output=file:///artifacts/ml/churn/churn-3",
         "--trial=churn-3",
         "--threads=1",
+        // Shared by the namespace's trials, on the same store as the artifacts.
+        "--feature-cache=file:///artifacts/ml/feature-cache",
     ] {
         assert!(
             args.iter().any(|a| a == expected),

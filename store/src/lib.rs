@@ -152,6 +152,38 @@ impl Store {
         }
     }
 
+    /// Writes a whole object only if none exists at `location` yet, and says whether it did:
+    /// `false` means another writer got there first and its object was left untouched. For
+    /// content-addressed entries (caches), where every writer of a key writes the same bytes,
+    /// this keeps concurrent writers from replacing each other's objects. A local file is
+    /// written beside its destination and hard-linked into place (the link fails if the name
+    /// exists; file systems without hard links fall back to a rename); S3 uses a conditional
+    /// PUT (`If-None-Match: *`), and a service that does not support one gets a plain PUT.
+    pub async fn put_if_absent(&self, location: &Location, bytes: Bytes) -> Result<bool> {
+        match location {
+            Location::Local(path) => create_atomic(path, bytes).await,
+            Location::S3 { key, .. } => {
+                let client = self.client(location)?;
+                let path = object_path(location, key)?;
+                let options = object_store::PutOptions::from(object_store::PutMode::Create);
+                match client
+                    .put_opts(&path, PutPayload::from_bytes(bytes.clone()), options)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => Ok(false),
+                    Err(object_store::Error::NotImplemented { .. }) => {
+                        self.put(location, bytes).await.map(|()| true)
+                    }
+                    Err(e) => Err(StoreError::s3("write", location, e)),
+                }
+            }
+        }
+    }
+
     /// Size, entity tag and modification time of an object, without reading it.
     pub async fn head(&self, location: &Location) -> Result<ObjectInfo> {
         match location {
@@ -364,38 +396,70 @@ fn object_path(location: &Location, key: &str) -> Result<object_store::path::Pat
 
 /// Writes `bytes` to a temporary name beside `path`, flushes it, and renames it into place.
 async fn write_atomic(path: &Path, bytes: Bytes) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::io("create the folder", parent, e))?;
-        }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Unique per process and call, so concurrent writers never share a temporary file.
-        let temporary = path.with_file_name(format!(
-            ".{name}.partial-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)
-        })();
-        if let Err(e) = written {
+        let temporary = write_temporary(&path, &bytes)?;
+        std::fs::rename(&temporary, &path).map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
-            return Err(StoreError::io("write", &path, e));
-        }
-        Ok(())
+            StoreError::io("write", &path, e)
+        })
     })
     .await
     .map_err(|e| StoreError::io("write", "a local file", e.into()))?
+}
+
+/// [`Store::put_if_absent`] for a local file: the bytes go to a temporary file beside `path`
+/// (flushed), which is then hard-linked to `path`, an operation that fails rather than replace
+/// an existing name; the temporary name is removed either way.
+async fn create_atomic(path: &Path, bytes: Bytes) -> Result<bool> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if path.exists() {
+            return Ok(false);
+        }
+        let temporary = write_temporary(&path, &bytes)?;
+        let linked = match std::fs::hard_link(&temporary, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            // No hard links here (some network and FUSE file systems): a rename is still
+            // atomic, and at worst replaces an entry with an identical one.
+            Err(_) => std::fs::rename(&temporary, &path).map(|()| true),
+        };
+        let _ = std::fs::remove_file(&temporary);
+        linked.map_err(|e| StoreError::io("write", &path, e))
+    })
+    .await
+    .map_err(|e| StoreError::io("write", "a local file", e.into()))?
+}
+
+/// `bytes` in a new, flushed file beside `path` (creating the folder), named uniquely per
+/// process and call so concurrent writers never share one; removed again if writing fails.
+fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::io("create the folder", parent, e))?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(
+        ".{name}.partial-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(StoreError::io("write", path, e));
+    }
+    Ok(temporary)
 }
 
 fn list_local(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -456,6 +520,11 @@ impl BlockingStore {
     pub fn put(&self, location: &Location, bytes: impl Into<Bytes>) -> Result<()> {
         self.runtime
             .block_on(self.store.put(location, bytes.into()))
+    }
+
+    pub fn put_if_absent(&self, location: &Location, bytes: impl Into<Bytes>) -> Result<bool> {
+        self.runtime
+            .block_on(self.store.put_if_absent(location, bytes.into()))
     }
 
     pub fn head(&self, location: &Location) -> Result<ObjectInfo> {

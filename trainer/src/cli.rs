@@ -13,7 +13,7 @@ use flywheel_store::Location;
 #[command(name = "flywheel-trainer", version)]
 pub struct Args {
     /// Dataset location: a plain path, a `file://` URI or an `s3://bucket/key` URI of a CSV file
-    /// with a header row.
+    /// with a header row or a Parquet file (see --format).
     #[arg(long, env = "FLYWHEEL_DATASET")]
     pub dataset: String,
 
@@ -88,6 +88,23 @@ pub struct Args {
     /// Fraction of rows held out for validation (stratified for classification).
     #[arg(long, env = "FLYWHEEL_HOLDOUT", default_value_t = 0.2)]
     pub holdout: f64,
+
+    /// Cross-validation folds: 0 scores the model on one holdout split (--holdout); N ≥ 2 scores
+    /// it by N-fold cross-validation (stratified for classification), reports the mean over the
+    /// folds, and exports a model refit on every row.
+    #[arg(long, env = "FLYWHEEL_FOLDS", default_value_t = 0)]
+    pub folds: usize,
+
+    /// Feature cache shared by trials: a folder path, a `file://` URI or an `s3://bucket/prefix`
+    /// URI where the parsed and typed dataset is kept, keyed by the dataset's digest, the target
+    /// and the task, so only the first trial on a dataset parses it. Unset or empty: no cache.
+    #[arg(long, env = "FLYWHEEL_FEATURE_CACHE")]
+    pub feature_cache: Option<String>,
+
+    /// Dataset format: auto (by the file extension: .parquet or .pq is Parquet; otherwise
+    /// Parquet's magic bytes decide, else CSV), csv or parquet.
+    #[arg(long, env = "FLYWHEEL_FORMAT", value_enum, default_value_t = crate::data::Format::Auto)]
+    pub format: crate::data::Format,
 }
 
 /// Where a trial's artifacts go.

@@ -84,6 +84,55 @@ fn source(uri: &str, bytes: Vec<u8>) -> Source {
     }
 }
 
+/// How a dataset's bytes are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// By the extension (`.parquet`, `.pq`), else by Parquet's magic bytes, else CSV.
+    Auto,
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// The format to read `source` with: `self` unless auto.
+    pub fn resolve(self, source: &Source) -> Format {
+        if self != Format::Auto {
+            return self;
+        }
+        let name = source.uri.rsplit('/').next().unwrap_or_default();
+        let extension = name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match extension.as_str() {
+            "parquet" | "pq" => Format::Parquet,
+            "csv" | "tsv" | "txt" => Format::Csv,
+            // No telling extension (an object key, a temp file): Parquet files start and end
+            // with "PAR1", which no CSV header does in practice.
+            _ if source.bytes.starts_with(b"PAR1") && source.bytes.ends_with(b"PAR1") => {
+                Format::Parquet
+            }
+            _ => Format::Csv,
+        }
+    }
+}
+
+/// Parses `source` as `format` (resolved first) into string columns.
+pub fn parse(source: &Source, format: Format) -> Result<RawTable> {
+    match format.resolve(source) {
+        Format::Parquet => crate::parquet_input::parse_parquet(&source.bytes),
+        _ => parse_csv(&source.bytes),
+    }
+}
+
 /// A CSV file as string columns (`None` is a missing cell).
 pub struct RawTable {
     pub names: Vec<String>,
@@ -106,20 +155,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RawTable> {
         .iter()
         .map(|name| name.trim().to_string())
         .collect();
-    let mut seen = HashMap::new();
-    for (i, name) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(TrainerError::bad_input(format!(
-                "column {} has an empty name in the header",
-                i + 1
-            )));
-        }
-        if seen.insert(name.as_str(), i).is_some() {
-            return Err(TrainerError::bad_input(format!(
-                "column name {name:?} appears twice in the header"
-            )));
-        }
-    }
+    check_names(&names)?;
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
     let mut record = csv::StringRecord::new();
     let mut rows = 0;
@@ -148,6 +184,25 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RawTable> {
         columns,
         rows,
     })
+}
+
+/// Column names must be non-empty and unique: they become the exported model's inputs.
+pub fn check_names(names: &[String]) -> Result<()> {
+    let mut seen = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(TrainerError::bad_input(format!(
+                "column {} has an empty name in the header",
+                i + 1
+            )));
+        }
+        if seen.insert(name.as_str(), i).is_some() {
+            return Err(TrainerError::bad_input(format!(
+                "column name {name:?} appears twice in the header"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn csv_error(error: &csv::Error) -> TrainerError {

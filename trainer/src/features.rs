@@ -35,16 +35,7 @@ pub fn holdout(target: &Target, rows: usize, fraction: f64, seed: u64) -> Result
         )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let groups: Vec<Vec<usize>> = match target {
-        Target::Classes { classes, y } => {
-            let mut groups = vec![Vec::new(); classes.len()];
-            for (row, &class) in y.iter().enumerate() {
-                groups[class as usize].push(row);
-            }
-            groups
-        }
-        Target::Values { .. } => vec![(0..rows).collect()],
-    };
+    let groups = class_groups(target, rows);
     let mut train = Vec::with_capacity(rows);
     let mut valid = Vec::new();
     for mut group in groups {
@@ -67,6 +58,71 @@ pub fn holdout(target: &Target, rows: usize, fraction: f64, seed: u64) -> Result
     train.sort_unstable();
     valid.sort_unstable();
     Ok(Split { train, valid })
+}
+
+/// `folds` seeded cross-validation splits: every row is validated in exactly one fold. For
+/// classification the rows of each class are shuffled and dealt to the folds in turn (class
+/// after class), so each fold holds every class in proportion (counts differ by at most one)
+/// and fold sizes differ by at most one; for regression all rows are shuffled and dealt.
+pub fn kfold(target: &Target, rows: usize, folds: usize, seed: u64) -> Result<Vec<Split>> {
+    if folds < 2 {
+        return Err(TrainerError::bad_input(format!(
+            "--folds must be 0 (one holdout split) or at least 2, got {folds}"
+        )));
+    }
+    if rows < 2 * folds {
+        return Err(TrainerError::bad_input(format!(
+            "dataset has {rows} rows with a target: too few for {folds} folds (at least two rows              per fold); lower --folds or use a holdout split (--folds 0)"
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = Vec::with_capacity(rows);
+    for mut group in class_groups(target, rows) {
+        group.shuffle(&mut rng);
+        order.extend(group);
+    }
+    let mut valid: Vec<Vec<usize>> = vec![Vec::new(); folds];
+    for (position, row) in order.into_iter().enumerate() {
+        valid[position % folds].push(row);
+    }
+    Ok(valid
+        .into_iter()
+        .map(|mut valid| {
+            valid.sort_unstable();
+            let mut held = vec![false; rows];
+            for &row in &valid {
+                held[row] = true;
+            }
+            let train = (0..rows).filter(|&row| !held[row]).collect();
+            Split { train, valid }
+        })
+        .collect())
+}
+
+/// Row indices by class (one group for regression), ascending within each group.
+fn class_groups(target: &Target, rows: usize) -> Vec<Vec<usize>> {
+    match target {
+        Target::Classes { classes, y } => {
+            let mut groups = vec![Vec::new(); classes.len()];
+            for (row, &class) in y.iter().enumerate() {
+                groups[class as usize].push(row);
+            }
+            groups
+        }
+        Target::Values { .. } => vec![(0..rows).collect()],
+    }
+}
+
+/// At most `count` rows of `0..rows`, seeded, ascending: the rows the parity gate and the latency
+/// probe use when the model is refit on every row (k-fold), where no row is held out.
+pub fn sample_rows(rows: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..rows).collect();
+    if rows > count {
+        all.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        all.truncate(count);
+        all.sort_unstable();
+    }
+    all
 }
 
 /// How one raw column becomes model features.
@@ -433,6 +489,58 @@ mod tests {
         assert_eq!(a.train.len(), 80);
         let c = holdout(&target, 100, 0.2, 8).unwrap();
         assert_ne!(a.valid, c.valid);
+    }
+
+    #[test]
+    fn kfold_is_stratified_deterministic_and_covers_every_row_once() {
+        let y: Vec<u32> = (0..103).map(|i| if i < 90 { 0 } else { 1 }).collect();
+        let target = Target::Classes {
+            classes: vec!["a".into(), "b".into()],
+            y,
+        };
+        let folds = kfold(&target, 103, 5, 7).unwrap();
+        assert_eq!(folds.len(), 5);
+        let mut seen = vec![0; 103];
+        for fold in &folds {
+            for &row in &fold.valid {
+                seen[row] += 1;
+            }
+            assert_eq!(fold.train.len() + fold.valid.len(), 103);
+            assert!(
+                fold.train
+                    .iter()
+                    .all(|r| fold.valid.binary_search(r).is_err())
+            );
+            // 90 and 13 rows over 5 folds: 18 and 2 or 3 of each class per fold.
+            let counts = class_counts(&target, &fold.valid);
+            assert_eq!(counts[0], 18, "{counts:?}");
+            assert!((2..=3).contains(&counts[1]), "{counts:?}");
+        }
+        assert!(seen.iter().all(|&n| n == 1));
+        let sizes: Vec<usize> = folds.iter().map(|f| f.valid.len()).collect();
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+            "{sizes:?}"
+        );
+        let again = kfold(&target, 103, 5, 7).unwrap();
+        assert!(folds.iter().zip(&again).all(|(a, b)| a.valid == b.valid));
+        let other = kfold(&target, 103, 5, 8).unwrap();
+        assert_ne!(folds[0].valid, other[0].valid);
+
+        let values = Target::Values { y: vec![0.0; 10] };
+        assert_eq!(kfold(&values, 10, 3, 0).unwrap().len(), 3);
+        assert!(kfold(&values, 10, 6, 0).is_err());
+        assert!(kfold(&values, 10, 1, 0).is_err());
+    }
+
+    #[test]
+    fn samples_are_seeded_sorted_and_capped() {
+        assert_eq!(sample_rows(5, 10, 1), vec![0, 1, 2, 3, 4]);
+        let a = sample_rows(1000, 50, 3);
+        assert_eq!(a.len(), 50);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(a, sample_rows(1000, 50, 3));
+        assert_ne!(a, sample_rows(1000, 50, 4));
     }
 
     #[test]

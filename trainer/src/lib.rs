@@ -1,7 +1,9 @@
-//! The built-in Flywheel trial: CSV → schema → features → one model family → ONNX pipeline →
-//! parity gate → model card. See docs/trial-protocol.md for the contract it speaks.
+//! The built-in Flywheel trial: CSV or Parquet → schema (feature cache) → features → one model
+//! family (holdout or k-fold) → ONNX pipeline → parity gate → model card. See
+//! docs/trial-protocol.md for the contract it speaks.
 
 pub mod boost;
+pub mod cache;
 pub mod cli;
 pub mod data;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod onnx;
 pub mod parallel;
 pub mod params;
 pub mod parity;
+pub mod parquet_input;
 pub mod production;
 pub mod svm;
 pub mod tree;

@@ -13,6 +13,7 @@ use flywheel_core::search::space::{Family, Params, Task};
 use flywheel_store::{BlockingStore, Store, StoreError};
 
 use crate::boost::{self, BoostParams, Loss, Targets};
+use crate::cache::{CacheKey, FeatureCache, Lookup};
 use crate::cli::{Args, Output};
 use crate::data::{self, Dataset, Target};
 use crate::error::{Result, TrainerError};
@@ -83,6 +84,256 @@ fn plan(args: &Args) -> Result<Plan> {
         metric,
         params,
     })
+}
+
+/// The feature cache as one trial uses it. It only ever saves work: a missing, unreadable or
+/// damaged entry means preparing as without a cache, and a failure to write one is logged, never
+/// fatal.
+struct TrialCache {
+    cache: FeatureCache,
+    key: CacheKey,
+    /// The last lookup found an entry it could not use: the store overwrites it.
+    replace: bool,
+}
+
+impl TrialCache {
+    fn open(
+        args: &Args,
+        plan: &Plan,
+        source: &data::Source,
+        format: data::Format,
+    ) -> Result<Option<TrialCache>> {
+        // Empty counts as unset, so a pod template can always carry the variable.
+        let Some(uri) = args
+            .feature_cache
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(TrialCache {
+            cache: FeatureCache::open(uri)?,
+            key: CacheKey::new(&source.digest, format.as_str(), &args.target, plan.task),
+            replace: false,
+        }))
+    }
+
+    fn lookup(&mut self) -> Option<Dataset> {
+        let location = self.cache.location(&self.key);
+        match self.cache.load(&self.key) {
+            Lookup::Hit(data) => {
+                eprintln!("feature cache hit: {location}");
+                return Some(*data);
+            }
+            Lookup::Miss => eprintln!("feature cache miss: {location}"),
+            Lookup::Unusable(reason) => {
+                eprintln!("feature cache entry ignored, recomputing: {reason}");
+                self.replace = true;
+            }
+        }
+        None
+    }
+
+    fn store(&self, data: &Dataset) {
+        match self.cache.save(&self.key, data, self.replace) {
+            Ok(true) => eprintln!("feature cache stored: {}", self.cache.location(&self.key)),
+            Ok(false) => eprintln!("feature cache entry already written by another trial"),
+            Err(e) => eprintln!("feature cache not stored: {e}"),
+        }
+    }
+}
+
+/// The trained model and what was measured about it.
+struct Fitted {
+    featurizer: features::Featurizer,
+    model: Model,
+    /// The reported metrics: on the holdout split, or the mean over folds (with `<name>_std`).
+    metrics: BTreeMap<String, f64>,
+    /// The rows the parity gate and latency probe run on, ascending (`holdout.json`'s rows):
+    /// the validation split, or under k-fold a seeded sample of the rows the model was refit on.
+    check_rows: Vec<usize>,
+    /// The trainer's own prediction for `check_rows`.
+    prediction: Prediction,
+}
+
+/// The featurisation of the linear, SVM and MLP families: scaled numbers, one-hot categories.
+fn linear_features(family: Family) -> bool {
+    matches!(
+        family,
+        Family::Linear | Family::Logistic | Family::Svm | Family::Mlp
+    )
+}
+
+/// One seeded, stratified holdout split: train on the rest, report and score on it.
+fn fit_holdout(plan: &Plan, args: &Args, data: &Dataset, timings: &mut Timings) -> Result<Fitted> {
+    let stage = Instant::now();
+    let split = features::holdout(&data.target, data.rows, args.holdout, args.seed)?;
+    let (featurizer, train, valid) =
+        features::fit_transform(data, &split, linear_features(plan.family));
+    timings.featurize_seconds = stage.elapsed().as_secs_f64();
+
+    let stage = Instant::now();
+    let mut reporter = Reporter::new(Reports::Print);
+    let model = fit_split(plan, args, data, &split, &train, &valid, &mut reporter)?;
+    timings.train_seconds = stage.elapsed().as_secs_f64();
+
+    let prediction = model.predict(&valid);
+    let metrics = evaluate(&data.target, &split.valid, &prediction);
+    Ok(Fitted {
+        featurizer,
+        model,
+        metrics,
+        check_rows: split.valid,
+        prediction,
+    })
+}
+
+/// Rows the parity gate checks when the model is refit on every row: enough to catch an export
+/// that disagrees, few enough to keep the gate quick on large tables.
+const PARITY_SAMPLE: usize = 2000;
+
+/// `--folds` cross-validation: one model per fold, each featurised on its own training rows
+/// and scored on its fold; the metrics are the mean over folds (and `<name>_std`, their
+/// population standard deviation). The exported model is then refit on every row.
+///
+/// Report lines: the first fold's, as it trains (the same resource steps as a holdout trial,
+/// so early stopping judges that fold's learning curve and a stopped trial never trains the
+/// other folds), except its last, which the fold mean replaces at the same step. The other
+/// folds and the refit report nothing.
+fn cross_validate(
+    plan: &Plan,
+    args: &Args,
+    data: &Dataset,
+    timings: &mut Timings,
+) -> Result<Fitted> {
+    let linear = linear_features(plan.family);
+    let splits = features::kfold(&data.target, data.rows, args.folds, args.seed)?;
+    let mut per_fold = Vec::with_capacity(splits.len());
+    let mut last_step = 1;
+    for (index, split) in splits.iter().enumerate() {
+        let stage = Instant::now();
+        let (_, train, valid) = features::fit_transform(data, split, linear);
+        timings.featurize_seconds += stage.elapsed().as_secs_f64();
+        let stage = Instant::now();
+        let mut reporter = Reporter::new(if index == 0 {
+            Reports::AllButLast
+        } else {
+            Reports::Silent
+        });
+        let model = fit_split(plan, args, data, split, &train, &valid, &mut reporter)?;
+        if index == 0 {
+            last_step = reporter.last_step.max(1);
+        }
+        let metrics = evaluate(&data.target, &split.valid, &model.predict(&valid));
+        timings.train_seconds += stage.elapsed().as_secs_f64();
+        eprintln!(
+            "fold {}/{}: {} validation rows, {metrics:?}",
+            index + 1,
+            splits.len(),
+            split.valid.len()
+        );
+        per_fold.push(metrics);
+    }
+    let (mean, std) = fold_summary(&per_fold);
+    report(last_step, &mean);
+    let mut metrics = mean;
+    metrics.extend(std.into_iter().map(|(name, v)| (format!("{name}_std"), v)));
+
+    let stage = Instant::now();
+    let all: Vec<usize> = (0..data.rows).collect();
+    let featurizer = features::Featurizer::fit(&data.features, &all, linear);
+    let train = featurizer.transform(&data.features, &all);
+    timings.featurize_seconds += stage.elapsed().as_secs_f64();
+    let stage = Instant::now();
+    // Nothing is held out, so nothing to report on: an empty validation matrix.
+    let empty = Matrix {
+        rows: 0,
+        columns: vec![Vec::new(); train.width()],
+    };
+    let mut model = train_model(
+        plan,
+        args,
+        data,
+        Part::new(&all, &train),
+        Part::new(&[], &empty),
+        &mut Reporter::new(Reports::Silent),
+    )?;
+    model.round_to_f32();
+    timings.train_seconds += stage.elapsed().as_secs_f64();
+    let check_rows = features::sample_rows(data.rows, PARITY_SAMPLE, args.seed);
+    let prediction = model.predict(&featurizer.transform(&data.features, &check_rows));
+    Ok(Fitted {
+        featurizer,
+        model,
+        metrics,
+        check_rows,
+        prediction,
+    })
+}
+
+/// Mean and population standard deviation of each metric over the folds where it is defined
+/// (AUC is undefined on a fold with one class).
+fn fold_summary(
+    per_fold: &[BTreeMap<String, f64>],
+) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for metrics in per_fold {
+        for (name, &value) in metrics {
+            values.entry(name).or_default().push(value);
+        }
+    }
+    let mut mean = BTreeMap::new();
+    let mut std = BTreeMap::new();
+    for (name, values) in values {
+        let n = values.len() as f64;
+        let m = values.iter().sum::<f64>() / n;
+        let variance = values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
+        mean.insert(name.to_string(), m);
+        std.insert(name.to_string(), variance.sqrt());
+    }
+    (mean, std)
+}
+
+/// What happens to a training run's progress reports.
+enum Reports {
+    /// Printed as they come (a holdout trial).
+    Print,
+    /// Printed one behind, and the last dropped (the first fold under k-fold: the fold mean
+    /// takes the last step).
+    AllButLast,
+    /// Not computed at all (later folds, the refit).
+    Silent,
+}
+
+struct Reporter {
+    mode: Reports,
+    held: Option<(u64, BTreeMap<String, f64>)>,
+    /// The step of the latest report, printed or not.
+    last_step: u64,
+}
+
+impl Reporter {
+    fn new(mode: Reports) -> Reporter {
+        Reporter {
+            mode,
+            held: None,
+            last_step: 0,
+        }
+    }
+
+    /// Reports `metrics` at `step`; the metrics are only computed when they are printed.
+    fn report(&mut self, step: u64, metrics: impl FnOnce() -> BTreeMap<String, f64>) {
+        self.last_step = step;
+        match self.mode {
+            Reports::Print => report(step, &metrics()),
+            Reports::AllButLast => {
+                if let Some((step, metrics)) = self.held.replace((step, metrics())) {
+                    report(step, &metrics);
+                }
+            }
+            Reports::Silent => {}
+        }
+    }
 }
 
 /// Prints a protocol report line.
@@ -221,18 +472,47 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     let mut timings = Timings::default();
 
     let source = data::fetch(&args.dataset)?;
-    let mut table = data::parse_csv(&source.bytes)?;
-    let production = production::append(
-        &mut table,
-        &args.target,
-        &production::parse_sources(&args.feedback)?,
-    )?;
+    let format = args.format.resolve(&source);
+    let feedback = production::parse_sources(&args.feedback)?;
+    let mut cache = TrialCache::open(args, &plan, &source, format)?;
+    // Without production rows the cache key is complete before parsing: a hit skips parsing
+    // and inference both.
+    let cached = match &mut cache {
+        Some(cache) if feedback.is_empty() => cache.lookup(),
+        _ => None,
+    };
+    let (data, production) = match cached {
+        Some(data) => (data, None),
+        None => {
+            let mut table = data::parse(&source, format)?;
+            let production = production::append(&mut table, &args.target, &feedback)?;
+            // Production rows are known only once appended: their digest completes the key
+            // here, so a hit saves inference but not parsing.
+            let cached = match (&mut cache, &production) {
+                (Some(cache), Some(appended)) => {
+                    cache.key = cache.key.clone().extra("production", &appended.digest);
+                    cache.lookup()
+                }
+                _ => None,
+            };
+            let data = match cached {
+                Some(data) => data,
+                None => {
+                    let data = data::infer(table, &args.target, plan.task)?;
+                    if let Some(cache) = &cache {
+                        cache.store(&data);
+                    }
+                    data
+                }
+            };
+            (data, production)
+        }
+    };
     // The model learnt from the table and the production rows: both name its data.
     let dataset_digest = match &production {
         Some(appended) => hex_sha256(format!("{}+{}", source.digest, appended.digest).as_bytes()),
         None => source.digest.clone(),
     };
-    let data = data::infer(table, &args.target, plan.task)?;
     timings.load_seconds = started.elapsed().as_secs_f64();
     if !plan.family.supports(data.task) {
         return Err(TrainerError::bad_input(format!(
@@ -257,30 +537,17 @@ pub fn run(args: &Args) -> Result<TrialResult> {
         task_name(data.task)
     );
 
-    let stage = Instant::now();
-    let split = features::holdout(&data.target, data.rows, args.holdout, args.seed)?;
-    let linear = matches!(
-        plan.family,
-        Family::Linear | Family::Logistic | Family::Svm | Family::Mlp
-    );
-    let (featurizer, train, valid) = features::fit_transform(&data, &split, linear);
-    timings.featurize_seconds = stage.elapsed().as_secs_f64();
-
-    let stage = Instant::now();
-    let mut model = train_model(
-        &plan,
-        args,
-        &data,
-        &split.train,
-        &split.valid,
-        &train,
-        &valid,
-    )?;
-    model.round_to_f32();
-    timings.train_seconds = stage.elapsed().as_secs_f64();
-
-    let prediction = model.predict(&valid);
-    let metrics = evaluate(&data.target, &split.valid, &prediction);
+    let Fitted {
+        featurizer,
+        model,
+        metrics,
+        check_rows,
+        prediction,
+    } = if args.folds == 0 {
+        fit_holdout(&plan, args, &data, &mut timings)?
+    } else {
+        cross_validate(&plan, args, &data, &mut timings)?
+    };
 
     let stage = Instant::now();
     let exported = export::export(
@@ -293,14 +560,14 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     let mut session = parity::session(&env, &exported.bytes, args.threads)?;
     let names: Vec<String> = exported.inputs.iter().map(|i| i.input.clone()).collect();
     let classification = data.task != Task::Regression;
-    let inputs = parity::inputs(&data.features, &names, &split.valid)?;
+    let inputs = parity::inputs(&data.features, &names, &check_rows)?;
     let onnx_prediction = parity::run(&mut session, inputs, classification)?;
     parity::compare(&prediction, &onnx_prediction)?;
     let latency = parity::latency(
         &mut session,
         &data.features,
         &names,
-        &split.valid,
+        &check_rows,
         classification,
         LATENCY_SAMPLES,
     )?;
@@ -343,7 +610,7 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     staging.write(SCHEMA_FILE, &json(&data.schema)?)?;
     staging.write(
         HOLDOUT_FILE,
-        &json(&holdout_document(&data, &split.valid, &prediction))?,
+        &json(&holdout_document(&data, &check_rows, &prediction))?,
     )?;
     staging.write(CARD_FILE, &json(&card)?)?;
     staging.publish(
@@ -425,15 +692,52 @@ fn task_name(task: Task) -> &'static str {
     }
 }
 
+/// Trains on `split`'s training rows, validating (and reporting) on its held-out rows; the
+/// parameters are rounded to f32 as the export stores them.
+fn fit_split(
+    plan: &Plan,
+    args: &Args,
+    data: &Dataset,
+    split: &features::Split,
+    train: &Matrix,
+    valid: &Matrix,
+    reporter: &mut Reporter,
+) -> Result<Model> {
+    let mut model = train_model(
+        plan,
+        args,
+        data,
+        Part::new(&split.train, train),
+        Part::new(&split.valid, valid),
+        reporter,
+    )?;
+    model.round_to_f32();
+    Ok(model)
+}
+
+/// Rows of the dataset and their feature matrix.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    rows: &'a [usize],
+    matrix: &'a Matrix,
+}
+
+impl<'a> Part<'a> {
+    fn new(rows: &'a [usize], matrix: &'a Matrix) -> Self {
+        Part { rows, matrix }
+    }
+}
+
 fn train_model(
     plan: &Plan,
     args: &Args,
     data: &Dataset,
-    train_rows: &[usize],
-    valid_rows: &[usize],
-    train: &Matrix,
-    valid: &Matrix,
+    train: Part,
+    valid: Part,
+    reporter: &mut Reporter,
 ) -> Result<Model> {
+    let (train_rows, train) = (train.rows, train.matrix);
+    let (valid_rows, valid) = (valid.rows, valid.matrix);
     let p = &plan.params;
     match plan.family {
         Family::Logistic | Family::Linear => {
@@ -466,10 +770,9 @@ fn train_model(
                 Model::Linear { model, .. } => model.iterations as u64,
                 _ => 0,
             };
-            report(
-                iterations.max(1),
-                &evaluate(&data.target, valid_rows, &model.predict(valid)),
-            );
+            reporter.report(iterations.max(1), || {
+                evaluate(&data.target, valid_rows, &model.predict(valid))
+            });
             Ok(model)
         }
         Family::Svm => {
@@ -500,10 +803,9 @@ fn train_model(
                 Model::Linear { model, .. } => model.iterations as u64,
                 _ => 0,
             };
-            report(
-                epochs.max(1),
-                &evaluate(&data.target, valid_rows, &model.predict(valid)),
-            );
+            reporter.report(epochs.max(1), || {
+                evaluate(&data.target, valid_rows, &model.predict(valid))
+            });
             Ok(model)
         }
         Family::DecisionTree | Family::RandomForest => {
@@ -564,18 +866,19 @@ fn train_model(
                 }
                 built.extend(batch);
                 let done = built.len();
-                let average: Vec<f64> = sums.iter().map(|s| s / done as f64).collect();
-                let prediction = match objective {
-                    Objective::Classes(classes) => Prediction::Classes(metrics::Probabilities {
-                        classes,
-                        values: average,
-                    }),
-                    Objective::Regression => Prediction::Values(average),
-                };
-                report(
-                    done as u64,
-                    &evaluate(&data.target, valid_rows, &prediction),
-                );
+                reporter.report(done as u64, || {
+                    let average: Vec<f64> = sums.iter().map(|s| s / done as f64).collect();
+                    let prediction = match objective {
+                        Objective::Classes(classes) => {
+                            Prediction::Classes(metrics::Probabilities {
+                                classes,
+                                values: average,
+                            })
+                        }
+                        Objective::Regression => Prediction::Values(average),
+                    };
+                    evaluate(&data.target, valid_rows, &prediction)
+                });
                 start = end;
             }
             Ok(Model::Trees {
@@ -631,18 +934,17 @@ fn train_model(
                 }
                 counted = booster.trees.len();
                 if round % every == 0 || round == params.rounds {
-                    let values = boost::transform(loss, &valid_scores);
-                    let prediction = match loss {
-                        Loss::Squared => Prediction::Values(values),
-                        _ => Prediction::Classes(metrics::Probabilities {
-                            classes: values.len() / valid.rows.max(1),
-                            values,
-                        }),
-                    };
-                    report(
-                        round as u64,
-                        &evaluate(&data.target, valid_rows, &prediction),
-                    );
+                    reporter.report(round as u64, || {
+                        let values = boost::transform(loss, &valid_scores);
+                        let prediction = match loss {
+                            Loss::Squared => Prediction::Values(values),
+                            _ => Prediction::Classes(metrics::Probabilities {
+                                classes: values.len() / valid.rows.max(1),
+                                values,
+                            }),
+                        };
+                        evaluate(&data.target, valid_rows, &prediction)
+                    });
                 }
             });
             Ok(Model::Boosted(booster))
@@ -681,11 +983,10 @@ fn train_model(
             let every = params.epochs.div_ceil(10).max(1);
             let model = mlp::fit(train, &targets, head, params, |epoch, model| {
                 if epoch % every == 0 || epoch == params.epochs {
-                    let prediction = mlp_prediction(model.head, &model.scores(valid));
-                    report(
-                        epoch as u64,
-                        &evaluate(&data.target, valid_rows, &prediction),
-                    );
+                    reporter.report(epoch as u64, || {
+                        let prediction = mlp_prediction(model.head, &model.scores(valid));
+                        evaluate(&data.target, valid_rows, &prediction)
+                    });
                 }
             });
             Ok(Model::Mlp(model))
@@ -720,5 +1021,45 @@ pub fn write_result(output: &Output, termination_log: &Path, result: &TrialResul
         && let Err(e) = std::fs::write(termination_log, result.to_termination_message())
     {
         eprintln!("failed to write {}: {e}", termination_log.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_summary_is_the_mean_and_spread_where_each_metric_is_defined() {
+        let fold = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let (mean, std) = fold_summary(&[
+            fold(&[("accuracy", 0.8), ("roc_auc", 0.9)]),
+            fold(&[("accuracy", 1.0)]),
+            fold(&[("accuracy", 0.9), ("roc_auc", 0.7)]),
+        ]);
+        assert!((mean["accuracy"] - 0.9).abs() < 1e-12);
+        assert!((std["accuracy"] - (0.02f64 / 3.0).sqrt()).abs() < 1e-12);
+        // AUC was undefined on the second fold: averaged over the other two.
+        assert!((mean["roc_auc"] - 0.8).abs() < 1e-12);
+        assert!((std["roc_auc"] - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn all_but_last_holds_back_the_final_report() {
+        let mut reporter = Reporter::new(Reports::AllButLast);
+        let mut computed = 0;
+        for step in [3, 6, 9] {
+            reporter.report(step, || {
+                computed += 1;
+                BTreeMap::new()
+            });
+        }
+        assert_eq!(reporter.last_step, 9);
+        assert_eq!(reporter.held.as_ref().map(|(step, _)| *step), Some(9));
+        assert_eq!(computed, 3);
+        let mut silent = Reporter::new(Reports::Silent);
+        silent.report(5, || unreachable!("silent reports are not computed"));
+        assert_eq!(silent.last_step, 5);
     }
 }

@@ -40,6 +40,15 @@ pub fn artifact_uri(config: &JobConfig, namespace: &str, study: &str, trial: &st
     )
 }
 
+/// The feature cache the trials of a namespace share: entries are content-addressed (dataset
+/// digest, target, featurization version), so studies on the same data reuse each other's.
+pub fn feature_cache_uri(config: &JobConfig, namespace: &str) -> String {
+    format!(
+        "{}/{namespace}/feature-cache",
+        config.artifact_root.trim_end_matches('/')
+    )
+}
+
 /// Threads the trial may use: explicit, else the whole-core part of its CPU limit, else 1.
 fn thread_budget(study: &Study) -> u32 {
     if let Some(threads) = study.spec.trial.threads {
@@ -80,6 +89,7 @@ pub fn trial_job(study: &Study, trial: &Trial, config: &JobConfig) -> Job {
     let trial_name = trial.name_any();
     let template = &study.spec.trial;
     let output = artifact_uri(config, &namespace, &study_name, &trial_name);
+    let cache = feature_cache_uri(config, &namespace);
     let protocol_args = trial_arguments(
         &study_name,
         &study.spec,
@@ -89,7 +99,7 @@ pub fn trial_job(study: &Study, trial: &Trial, config: &JobConfig) -> Job {
             dataset_uri: &study.spec.dataset.uri,
             output: &output,
             threads: thread_budget(study),
-            feature_cache: None,
+            feature_cache: Some(&cache),
         },
     );
     // The protocol also goes in as FLYWHEEL_* variables, so a custom image can read its inputs

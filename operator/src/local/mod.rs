@@ -169,6 +169,13 @@ pub fn run(
                 continue;
             }
             let artifacts = dir.artifacts(trial_name);
+            // Beside the study directories, so every study on this machine shares it: entries
+            // are content-addressed by the data they were computed from.
+            let cache = dir
+                .root()
+                .parent()
+                .unwrap_or(dir.root())
+                .join("feature-cache");
             let args = trial_arguments(
                 &name,
                 &study.spec,
@@ -178,7 +185,7 @@ pub fn run(
                     dataset_uri: &dataset_uri,
                     output: &artifacts.display().to_string(),
                     threads,
-                    feature_cache: None,
+                    feature_cache: Some(&cache.display().to_string()),
                 },
             );
             let process = TrialProcess::spawn(
