@@ -350,4 +350,57 @@ mod tests {
         assert_eq!(parsed.metrics["accuracy"], 0.5);
         assert!(parsed.message.unwrap().ends_with("..."));
     }
+
+    #[test]
+    fn a_study_s_evaluation_feedback_and_cache_reach_the_trial_as_flags() {
+        let mut spec: crate::api::StudySpec = serde_json::from_value(serde_json::json!({
+            "dataset": {"uri": "s3://b/churn.csv", "target": "left",
+                        "feedback": [{"uri": "s3://b/logs/churn", "model": "churn", "until": "2026-11-30T10:00:00Z"}]},
+            "objective": {"metric": "accuracy"},
+            "budget": {"maxTrials": 4},
+            "evaluation": {"folds": 5, "holdoutFraction": 0.3}
+        }))
+        .unwrap();
+        let trial = crate::api::TrialSpec {
+            study: "churn".into(),
+            index: 0,
+            family: crate::search::space::Family::Logistic,
+            params: Default::default(),
+            budget: None,
+            origin: None,
+        };
+        let place = TrialPlace {
+            dataset_uri: "s3://b/churn.csv",
+            output: "s3://b/out/churn-0",
+            threads: 2,
+            feature_cache: Some("s3://b/feature-cache"),
+        };
+        let args = trial_arguments("churn", &spec, "churn-0", &trial, &place);
+        for expected in [
+            "--folds=5",
+            "--holdout=0.3",
+            "--feature-cache=s3://b/feature-cache",
+            r#"--feedback=[{"uri":"s3://b/logs/churn","model":"churn","until":"2026-11-30T10:00:00Z"}]"#,
+        ] {
+            assert!(
+                args.iter().any(|a| a == expected),
+                "{expected} not in {args:?}"
+            );
+        }
+        // Unset, none of them is passed: a custom trial image need not know them.
+        spec.evaluation = None;
+        spec.dataset.feedback.clear();
+        let place = TrialPlace {
+            feature_cache: None,
+            ..place
+        };
+        let args = trial_arguments("churn", &spec, "churn-0", &trial, &place);
+        assert!(
+            !args.iter().any(|a| a.starts_with("--folds")
+                || a.starts_with("--holdout")
+                || a.starts_with("--feedback")
+                || a.starts_with("--feature-cache")),
+            "{args:?}"
+        );
+    }
 }

@@ -119,6 +119,12 @@ pub fn evaluate(policy: &RetrainingPolicy, state: &ServingState) -> Option<Trigg
     None
 }
 
+/// The retraining generation of a study that retrains `parent`: one past the parent's (an
+/// original study is generation 0).
+pub fn next_generation(parent: &StudySpec) -> u32 {
+    parent.origin.as_ref().map_or(1, |o| o.generation + 1)
+}
+
 /// The name of retraining generation `generation` of a study family: `churn` → `churn-g1` →
 /// `churn-g2`.
 pub fn child_name(parent: &str, generation: u32) -> String {
@@ -152,7 +158,7 @@ pub fn child_study(
     policy: &RetrainingPolicy,
     retraining: Retraining,
 ) -> Study {
-    let generation = parent.origin.as_ref().map_or(1, |o| o.generation + 1);
+    let generation = next_generation(parent);
     let mut spec = parent.clone();
     spec.dataset.uri = retraining.dataset_uri;
     if let Some(budget) = &policy.budget {

@@ -85,6 +85,24 @@ struct RunArgs {
     /// The server executable; default `flywheel-server` beside this binary, else on PATH.
     #[arg(long, env = "FLYWHEEL_SERVER")]
     server: Option<PathBuf>,
+    /// Close the loop while serving: a ModelDeployment manifest whose spec.retraining is the
+    /// policy. The prediction log is read every --retrain-interval-seconds; when a trigger fires
+    /// the retraining study runs and its winner serves as the shadow until the gate promotes or
+    /// rejects it.
+    #[arg(long, env = "FLYWHEEL_RETRAINING", conflicts_with = "no_serve")]
+    retraining: Option<PathBuf>,
+    /// The server's prediction log; default `<study dir>/../logs/<model>` with --retraining,
+    /// else no log.
+    #[arg(long, env = "FLYWHEEL_LOG_DIR")]
+    log_dir: Option<PathBuf>,
+    /// Seconds between reads of the prediction log (with --retraining).
+    #[arg(
+        long,
+        env = "FLYWHEEL_RETRAIN_INTERVAL_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    retrain_interval_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,13 +277,26 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
     if args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
+    let policy = args.retraining.as_deref().map(read_policy).transpose()?;
+    let log_dir = args.log_dir.clone().or_else(|| {
+        policy.as_ref().map(|_| {
+            summary
+                .dir
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("logs")
+                .join(&model_name)
+        })
+    });
     let serve = local::ServeOptions {
         listen: args.serve,
         server: args
             .server
+            .clone()
             .unwrap_or_else(|| sibling_executable("flywheel-server")),
         model_name: model_name.clone(),
-        env: child_env,
+        env: child_env.clone(),
+        log_dir: log_dir.clone(),
     };
     let mut child = local::serve(&serve, &model_dir)?;
     println!(
@@ -292,9 +323,36 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
             local::curl_examples(&serve.listen, &model_name, &card, &instance)
         );
     }
-    let status = child.wait().map_err(|source| Error::Serve {
-        message: format!("failed to wait for flywheel-server: {source}"),
-    })?;
+    let status = match (policy, log_dir) {
+        (Some(policy), Some(log_dir)) => {
+            println!(
+                "watching the prediction log {} every {} s for retraining",
+                log_dir.display(),
+                args.retrain_interval_seconds
+            );
+            local::watch::watch(
+                &mut child,
+                &summary.dir,
+                &local::watch::WatchOptions {
+                    model_name: model_name.clone(),
+                    listen: serve.listen.clone(),
+                    log_dir,
+                    interval: std::time::Duration::from_secs(args.retrain_interval_seconds),
+                    policy,
+                    run: local::RunOptions {
+                        dir: None,
+                        parallelism: args.parallelism,
+                        trainer: options.trainer.clone(),
+                        quiet: false,
+                        env: child_env,
+                    },
+                },
+            )?
+        }
+        _ => child.wait().map_err(|source| Error::Serve {
+            message: format!("failed to wait for flywheel-server: {source}"),
+        })?,
+    };
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {
@@ -378,22 +436,48 @@ fn served_model_name(served: &local::closed_loop::ServedStudy, explicit: Option<
     })
 }
 
+/// `spec.retraining` of the ModelDeployment manifest at `path` (empty when it has none).
+fn read_deployment_policy(
+    path: &std::path::Path,
+) -> Result<flywheel_core::api::RetrainingPolicy, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let deployment: flywheel_core::api::ModelDeployment =
+        serde_saphyr::from_str(&text).map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(deployment.spec.retraining.unwrap_or_default())
+}
+
+/// The retraining policy of `flywheel run --retraining`, which must set a trigger.
+fn read_policy(path: &std::path::Path) -> Result<flywheel_core::api::RetrainingPolicy, Error> {
+    let policy = read_deployment_policy(path)?;
+    let unset = flywheel_core::api::RetrainingPolicy {
+        budget: policy.budget.clone(),
+        gate: policy.gate.clone(),
+        min_samples: policy.min_samples,
+        ..Default::default()
+    };
+    if policy == unset {
+        return Err(Error::Local {
+            action: "read the retraining policy",
+            message: format!(
+                "{} sets no trigger in spec.retraining; set minNewLabels, metricThreshold, maxDegradation or maxModelAgeSeconds",
+                path.display()
+            ),
+        });
+    }
+    Ok(policy)
+}
+
 fn retrain(args: RetrainArgs) -> Result<ExitCode, Error> {
     use local::closed_loop::{RetrainDecision, plan_retraining, read_log, served_study};
     let parent = served_study(&args.study_dir)?;
     let mut policy = match &args.deployment {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let deployment: flywheel_core::api::ModelDeployment = serde_saphyr::from_str(&text)
-                .map_err(|e| Error::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            deployment.spec.retraining.unwrap_or_default()
-        }
+        Some(path) => read_deployment_policy(path)?,
         None => flywheel_core::api::RetrainingPolicy::default(),
     };
     policy.min_new_labels = args.min_new_labels.or(policy.min_new_labels);

@@ -23,6 +23,12 @@ fn validate_accepts_the_quickstart() {
         .expect("flywheel runs");
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("valid Study"));
+    let output = flywheel()
+        .args(["validate", &repo("examples/quickstart/deployment.yaml")])
+        .output()
+        .expect("flywheel runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid ModelDeployment"));
 }
 
 #[test]

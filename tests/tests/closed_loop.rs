@@ -140,17 +140,12 @@ fn version_of(model_dir: &Path) -> String {
     card["version"].as_str().unwrap().to_string()
 }
 
-#[test]
-fn feedback_retrains_a_warm_started_child_that_the_shadow_gate_promotes() {
-    let scratch = scratch("closed-loop");
-    let root = scratch.join("studies");
-    std::fs::create_dir_all(&root).unwrap();
-
-    // The parent learns from regions A and B only: the label is x1 > 0.
-    let mut rng = Lcg(7);
+/// The parent's table (regions A and B only, where the label is x1 > 0) and its study manifest
+/// in `scratch`; returns the manifest.
+fn parent_study(scratch: &Path, rng: &mut Lcg) -> PathBuf {
     let mut csv = String::from("x1,x2,region,label\n");
     for _ in 0..300 {
-        let (x1, x2, region, label) = row(&mut rng, &["A", "B"]);
+        let (x1, x2, region, label) = row(rng, &["A", "B"]);
         csv.push_str(&format!("{x1},{x2},{region},{label}\n"));
     }
     let data = scratch.join("shift.csv");
@@ -164,6 +159,17 @@ fn feedback_retrains_a_warm_started_child_that_the_shadow_gate_promotes() {
         ),
     )
     .unwrap();
+    manifest
+}
+
+#[test]
+fn feedback_retrains_a_warm_started_child_that_the_shadow_gate_promotes() {
+    let scratch = scratch("closed-loop");
+    let root = scratch.join("studies");
+    std::fs::create_dir_all(&root).unwrap();
+
+    let mut rng = Lcg(7);
+    let manifest = parent_study(&scratch, &mut rng);
     let parent_dir = root.join("shift");
     let output = Command::new(binary("flywheel"))
         .args(["run", manifest.to_str().unwrap(), "--no-serve", "--dir"])
@@ -330,5 +336,101 @@ fn feedback_retrains_a_warm_started_child_that_the_shadow_gate_promotes() {
         text.contains(&format!("retrained by shift-g1 -> version {child_version}")),
         "{text}"
     );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Polls `check` every 200 ms for up to `seconds`; panics with `what` and the runner's output.
+fn eventually<T>(
+    seconds: u64,
+    what: &str,
+    output: &Path,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; runner output:\n{}",
+            std::fs::read_to_string(output).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_watching_runner_retrains_shadows_and_promotes_by_itself() {
+    let scratch = scratch("closed-loop-watch");
+    let root = scratch.join("studies");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut rng = Lcg(11);
+    let manifest = parent_study(&scratch, &mut rng);
+    let policy = scratch.join("deployment.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: flywheel.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: shift}\nspec:\n  model: {uri: unused, version: unused}\n  retraining:\n    metricThreshold: 0.9\n    minSamples: 200\n    budget: {maxTrials: 4, parallelism: 2}\n    gate: {samples: 250, margin: 0.05}\n",
+    )
+    .unwrap();
+    let parent_dir = root.join("shift");
+    let port = free_port();
+    let output = scratch.join("runner.out");
+    let runner = KillOnDrop(
+        Command::new(binary("flywheel"))
+            .args(["run", manifest.to_str().unwrap(), "--dir"])
+            .arg(&parent_dir)
+            .arg(format!("--serve=127.0.0.1:{port}"))
+            .arg(format!("--retraining={}", policy.display()))
+            .arg("--retrain-interval-seconds=1")
+            .env("FLYWHEEL_TRAINER", binary("flywheel-trainer"))
+            .env("FLYWHEEL_SERVER", binary("flywheel-server"))
+            .stdout(std::fs::File::create(&output).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lineage = || get_json(port, "/v1/models/shift/lineage").filter(|(code, _)| *code == 200);
+    let (_, first) = eventually(300, "the parent's winner to serve", &output, lineage);
+    let parent_version = first["model"]["version"].as_str().unwrap().to_string();
+    assert!(first["shadow"].is_null(), "{first}");
+
+    // Shifted traffic with feedback: the runner notices, retrains and loads the candidate.
+    traffic(port, &mut rng, 300);
+    let (_, shadowed) = eventually(
+        300,
+        "the retraining study's winner as the shadow",
+        &output,
+        || lineage().filter(|(_, l)| !l["shadow"].is_null()),
+    );
+    assert_eq!(shadowed["model"]["version"], parent_version.as_str());
+    assert_eq!(shadowed["shadow"]["study"], "shift-g1");
+    assert_eq!(shadowed["shadow"]["parent_studies"], json!(["shift"]));
+    let child_version = shadowed["shadow"]["version"].as_str().unwrap().to_string();
+    let child = load_study(&root.join("shift-g1"));
+    let origin = child.spec.origin.as_ref().unwrap();
+    assert_eq!(origin.trigger, "MetricThreshold");
+    // The log is read while the traffic still flows: at least the policy's minSamples.
+    assert!(
+        (200..=300).contains(&origin.production_rows),
+        "{}",
+        origin.production_rows
+    );
+
+    // More labelled traffic: the gate promotes the candidate; the shadow slot empties.
+    traffic(port, &mut rng, 300);
+    let (_, promoted) = eventually(120, "the gate to promote the candidate", &output, || {
+        lineage().filter(|(_, l)| l["model"]["version"] == child_version.as_str())
+    });
+    assert!(promoted["shadow"].is_null(), "{promoted}");
+    assert_eq!(promoted["model"]["generation"], 1);
+    let text = eventually(10, "the decision in the output", &output, || {
+        std::fs::read_to_string(&output)
+            .ok()
+            .filter(|t| t.contains("ShadowPromoted"))
+    });
+    assert!(text.contains("MetricThreshold"), "{text}");
+    assert!(text.contains("promote: candidate"), "{text}");
+    drop(runner);
     let _ = std::fs::remove_dir_all(&scratch);
 }

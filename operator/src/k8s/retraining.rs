@@ -27,8 +27,10 @@ pub const ARCHIVE_DELAY_SECONDS: u64 = 2 * LOG_SEGMENT_SECONDS;
 
 /// The name of the study that retrains `parent` (the next generation).
 pub fn retraining_study_name(parent: &Study) -> String {
-    let generation = parent.spec.origin.as_ref().map_or(1, |o| o.generation + 1);
-    retraining::child_name(&parent.name_any(), generation)
+    retraining::child_name(
+        &parent.name_any(),
+        retraining::next_generation(&parent.spec),
+    )
 }
 
 /// The retraining study of `parent`, the study that produced `md`'s serving model, started by

@@ -151,12 +151,7 @@ pub fn plan_retraining(
         .collect();
     let slices = feedback::error_slices(&rows, &categorical, regression, 5, 5);
     let root = parent_dir.parent().unwrap_or(Path::new("."));
-    let generation = parent
-        .study
-        .spec
-        .origin
-        .as_ref()
-        .map_or(1, |o| o.generation + 1);
+    let generation = retraining::next_generation(&parent.study.spec);
     let child_name = retraining::child_name(&parent.name, generation);
     let dataset = root.join(format!("{child_name}.csv"));
     let parent_dataset = PathBuf::from(

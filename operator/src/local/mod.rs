@@ -8,6 +8,7 @@ mod process;
 mod report;
 mod serve;
 mod store;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,8 @@ pub struct ServeOptions {
     pub model_name: String,
     /// Extra environment for the server (e.g. ORT_DYLIB_PATH).
     pub env: Vec<(String, String)>,
+    /// The server's prediction log (`--log-dir`); none: no log.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Starts the server on `model_dir` and returns once it reports ready.
@@ -31,6 +33,12 @@ pub fn serve(options: &ServeOptions, model_dir: &Path) -> Result<Child, Error> {
         .arg(format!("--model-name={}", options.model_name))
         .arg(format!("--listen={}", options.listen))
         .arg(format!("--parent-pid={}", std::process::id()))
+        .args(
+            options
+                .log_dir
+                .iter()
+                .map(|dir| format!("--log-dir={}", dir.display())),
+        )
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .spawn()
@@ -59,6 +67,38 @@ pub fn serve(options: &ServeOptions, model_dir: &Path) -> Result<Child, Error> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `POST path` with a JSON body to the server on `listen`: the status code and the JSON answer.
+pub fn post_json(listen: &str, path: &str, body: &Value) -> Result<(u16, Value), Error> {
+    let address = listen.replace("0.0.0.0", "127.0.0.1");
+    let failed = |e: std::io::Error| Error::Serve {
+        message: format!("failed to POST {path} to flywheel-server on {address}: {e}"),
+    };
+    let mut stream = TcpStream::connect(&address).map_err(failed)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(failed)?;
+    let payload = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .map_err(failed)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(failed)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, json) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| Error::Serve {
+            message: format!("flywheel-server answered POST {path} with no status line"),
+        })?;
+    Ok((status, serde_json::from_str(json).unwrap_or(Value::Null)))
 }
 
 /// The status code of `GET path`, or `None` when nothing answers.
