@@ -6,8 +6,9 @@
 #
 # Builds the bench in release, creates .venv-bench-mlserver (MLServer + its scikit-learn runtime,
 # and skl2onnx to convert the same fitted pipeline), trains the penguins random forest once
-# (scripts/bench_server_model.py), then runs server/benches/serve.rs, which starts each server in
-# turn, drives it over loopback HTTP and prints the markdown table with ratios.
+# (scripts/bench_server_model.py, which also trains penguins_mlp, an MLP on the same columns whose
+# inference outweighs HTTP, for the batching rows), then runs server/benches/serve.rs, which starts
+# each server in turn, drives it over loopback HTTP and prints the markdown table with ratios.
 #
 # With two or more CPUs the servers run on CPU 0 and the load generator on CPU 1 (taskset), so the
 # two never compete for a core; set BENCH_SERVER_CPUS / BENCH_CLIENT_CPUS to change that. As root
@@ -50,6 +51,7 @@ fi
 cargo bench -p flywheel-server --bench serve --no-run
 bench=(cargo bench -q -p flywheel-server --bench serve --
   --model-dir "$work/models/penguins_rf"
+  --heavy-model-dir "$work/models/penguins_mlp"
   --seconds "$seconds"
   --mlserver-bin "$venv/bin/mlserver"
   --mlserver-dir "$work/models/mlserver"

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::Bytes;
 use clap::Parser;
-use flywheel_core::model_card::ColumnKind;
+use flywheel_core::model_card::{ColumnKind, ModelCard};
 use flywheel_server::model::{ColumnData, Columns, ModelSpec};
 use flywheel_server::{AppState, Config};
 use http_body_util::{BodyExt, Full};
@@ -37,6 +37,11 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+// The binary's allocator, so that the in-process rows measure what the binary runs.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(about = "flywheel-server benchmark: in-process limits, loopback latency, throughput")]
@@ -65,6 +70,10 @@ struct Args {
     /// MLServer's HTTP address, as its settings.json sets it.
     #[arg(long, default_value = "127.0.0.1:8081")]
     mlserver_addr: SocketAddr,
+    /// A second model folder (say, one whose inference outweighs HTTP) for which the throughput
+    /// rows with batching off and on are measured too.
+    #[arg(long)]
+    heavy_model_dir: Option<PathBuf>,
     /// Only the in-process measurements (no server processes, no sockets).
     #[arg(long)]
     in_process_only: bool,
@@ -317,7 +326,7 @@ fn free_addr() -> SocketAddr {
 }
 
 /// The benchmark row: the first expected instance without missing values.
-fn instance(dir: &Path) -> Value {
+fn bench_row(dir: &Path) -> Value {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     expected["instances"]
@@ -331,9 +340,8 @@ fn instance(dir: &Path) -> Value {
 
 /// One V2 request for `instance`; the `parameters` make MLServer's scikit-learn runtime build
 /// the same pandas frame (Flywheel accepts and ignores them).
-fn v2_body(spec: &ModelSpec, instance: &Value) -> Bytes {
-    let inputs: Vec<Value> = spec
-        .card
+fn v2_body(card: &ModelCard, instance: &Value) -> Bytes {
+    let inputs: Vec<Value> = card
         .inputs
         .iter()
         .map(|c| {
@@ -359,6 +367,9 @@ struct LatencyRow {
 
 struct ThroughputRow {
     server: &'static str,
+    model: String,
+    /// Mean rows per ONNX Runtime call during the measurement (flywheel only).
+    rows_per_call: Option<f64>,
     batching: &'static str,
     concurrency: usize,
     sample: Sample,
@@ -371,7 +382,7 @@ fn main() {
     });
     let dir = dir.canonicalize().unwrap();
     let seconds = args.seconds;
-    let instance = instance(&dir);
+    let instance = bench_row(&dir);
     let config = Config::for_model_dir(&dir);
 
     // 1. In process. One session with one intra-op thread, like one server inference thread.
@@ -449,7 +460,7 @@ fn main() {
     });
     drop(session);
 
-    let body = v2_body(&spec, &instance);
+    let body = v2_body(&card, &instance);
     {
         // Like the server binary on one core: a multi-thread runtime with one worker.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -518,77 +529,98 @@ fn main() {
         if args.in_process_only {
             return;
         }
-        for (batching, max_batch) in [("off", 1), ("on", 64)] {
-            let addr = free_addr();
-            let flags: Vec<String> = [
-                "--model-dir",
-                dir.to_str().unwrap(),
-                "--listen",
-                &addr.to_string(),
-                "--max-batch-size",
-                &max_batch.to_string(),
-                "--inference-threads",
-                "1",
-                "--intra-op-threads",
-                "1",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            eprintln!("flywheel-server, batching {batching}, on {addr}");
-            let mut server = Server::start(
-                "flywheel-server",
-                args.server_cpus.as_deref(),
-                &server_bin,
-                &flags,
-                &std::env::temp_dir().join(format!("flywheel-bench-batching-{batching}.log")),
-            );
-            server
-                .wait_ready(addr, "/v2/health/ready", Duration::from_secs(60))
-                .await
-                .unwrap();
-            let v2 = Target {
-                addr,
-                method: hyper::Method::POST,
-                path: format!("/v2/models/{model_name}/infer"),
-                body: body.clone(),
-            };
-            if batching == "on" {
-                // The product's defaults: batching on. Sequential latency, one connection.
-                let floor = Target {
-                    method: hyper::Method::GET,
-                    path: "/v2/health/live".into(),
-                    body: Bytes::new(),
-                    ..v2.clone()
+        // The benchmark model (with the latency rows), then the heavy one (throughput only).
+        let mut models = vec![(dir.clone(), model_name.clone(), body.clone())];
+        if let Some(heavy) = &args.heavy_model_dir {
+            let heavy = heavy.canonicalize().unwrap();
+            let card = ModelSpec::read_card(&heavy).unwrap();
+            let body = v2_body(&card, &bench_row(&heavy));
+            models.push((
+                heavy.clone(),
+                flywheel_server::backend::model_name_from_dir(&heavy),
+                body,
+            ));
+        }
+        for (index, (dir, model_name, body)) in models.iter().enumerate() {
+            for (batching, max_batch) in [("off", 1), ("on", 64)] {
+                let addr = free_addr();
+                let flags: Vec<String> = [
+                    "--model-dir",
+                    dir.to_str().unwrap(),
+                    "--listen",
+                    &addr.to_string(),
+                    "--max-batch-size",
+                    &max_batch.to_string(),
+                    "--inference-threads",
+                    "1",
+                    "--intra-op-threads",
+                    "1",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                eprintln!("flywheel-server, batching {batching}, on {addr}");
+                let mut server = Server::start(
+                    "flywheel-server",
+                    args.server_cpus.as_deref(),
+                    &server_bin,
+                    &flags,
+                    &std::env::temp_dir().join(format!(
+                        "flywheel-bench-{model_name}-batching-{batching}.log"
+                    )),
+                );
+                server
+                    .wait_ready(addr, "/v2/health/ready", Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                let v2 = Target {
+                    addr,
+                    method: hyper::Method::POST,
+                    path: format!("/v2/models/{model_name}/infer"),
+                    body: body.clone(),
                 };
-                let v1 = Target {
-                    path: format!("/v1/models/{model_name}:predict"),
-                    body: Bytes::from(
-                        serde_json::to_vec(&json!({"instances": [instance]})).unwrap(),
-                    ),
-                    ..v2.clone()
-                };
-                for (path, target) in [
-                    ("server V2 infer, loopback HTTP (keep-alive)", &v2),
-                    ("server V1 predict, loopback HTTP (keep-alive)", &v1),
-                    ("HTTP floor: GET /v2/health/live, loopback", &floor),
-                ] {
-                    latency.push(LatencyRow {
-                        path: path.into(),
-                        sample: load(target, 1, seconds).await,
+                if batching == "on" && index == 0 {
+                    // The product's defaults: batching on. Sequential latency, one connection.
+                    let floor = Target {
+                        method: hyper::Method::GET,
+                        path: "/v2/health/live".into(),
+                        body: Bytes::new(),
+                        ..v2.clone()
+                    };
+                    let v1 = Target {
+                        path: format!("/v1/models/{model_name}:predict"),
+                        body: Bytes::from(
+                            serde_json::to_vec(&json!({"instances": [instance]})).unwrap(),
+                        ),
+                        ..v2.clone()
+                    };
+                    for (path, target) in [
+                        ("server V2 infer, loopback HTTP (keep-alive)", &v2),
+                        ("server V1 predict, loopback HTTP (keep-alive)", &v1),
+                        ("HTTP floor: GET /v2/health/live, loopback", &floor),
+                    ] {
+                        latency.push(LatencyRow {
+                            path: path.into(),
+                            sample: load(target, 1, seconds).await,
+                        });
+                    }
+                }
+                for &c in &args.concurrency {
+                    eprintln!("  concurrency {c}");
+                    let before = batch_totals(addr).await;
+                    let sample = load(&v2, c, seconds).await;
+                    let after = batch_totals(addr).await;
+                    throughput.push(ThroughputRow {
+                        server: "flywheel",
+                        model: model_name.clone(),
+                        rows_per_call: Some((after.0 - before.0) / (after.1 - before.1).max(1.0)),
+                        batching,
+                        concurrency: c,
+                        sample,
                     });
                 }
+                drop(server);
             }
-            for &c in &args.concurrency {
-                eprintln!("  concurrency {c}");
-                throughput.push(ThroughputRow {
-                    server: "flywheel",
-                    batching,
-                    concurrency: c,
-                    sample: load(&v2, c, seconds).await,
-                });
-            }
-            drop(server);
         }
         if let (Some(bin), Some(repo)) = (&args.mlserver_bin, &args.mlserver_dir) {
             let addr = args.mlserver_addr;
@@ -630,6 +662,8 @@ fn main() {
                 eprintln!("  concurrency {c}");
                 throughput.push(ThroughputRow {
                     server: "MLServer",
+                    model: model_name.clone(),
+                    rows_per_call: None,
                     batching: "off",
                     concurrency: c,
                     sample: load(&v2, c, seconds).await,
@@ -640,6 +674,29 @@ fn main() {
     });
 
     report(&model, seconds, &args, &mut latency, &mut throughput);
+}
+
+/// Rows predicted and ONNX Runtime calls so far, from the server's `flywheel_server_batch_size`
+/// histogram (sum and count over every label set).
+async fn batch_totals(addr: SocketAddr) -> (f64, f64) {
+    let mut sender = connect(addr).await;
+    let request = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let total = |name: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        total("flywheel_server_batch_size_sum{"),
+        total("flywheel_server_batch_size_count{"),
+    )
 }
 
 async fn time_async<F, Fut>(seconds: f64, mut f: F) -> Sample
@@ -706,25 +763,39 @@ fn report(
     }
     println!("\n### Throughput, single-row V2 infer, keep-alive connections\n");
     println!(
-        "| server | batching | concurrency | requests/s | rows/s | p50 µs | p99 µs | errors |"
+        "| server | model | batching | concurrency | requests/s (= rows/s) | rows per ort call | p50 µs | p99 µs | errors |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
     for row in throughput.iter_mut() {
         let rps = row.sample.per_second();
         println!(
-            "| {} | {} | {} | {rps:.0} | {rps:.0} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {} | {} | {rps:.0} | {} | {:.1} | {:.1} | {} |",
             row.server,
+            row.model,
             row.batching,
             row.concurrency,
+            row.rows_per_call
+                .map_or_else(|| "—".to_string(), |b| format!("{b:.1}")),
             row.sample.percentile(0.5),
             row.sample.percentile(0.99),
             row.sample.errors
         );
     }
-    let rate = |server: &str, batching: &str, c: usize| {
+    let mut models: Vec<&str> = Vec::new();
+    for row in throughput.iter() {
+        if !models.contains(&row.model.as_str()) {
+            models.push(&row.model);
+        }
+    }
+    let rate = |server: &str, model: &str, batching: &str, c: usize| {
         throughput
             .iter()
-            .find(|r| r.server == server && r.batching == batching && r.concurrency == c)
+            .find(|r| {
+                r.server == server
+                    && r.model == model
+                    && r.batching == batching
+                    && r.concurrency == c
+            })
             .map(|r| r.sample.per_second())
     };
     println!("\n### Ratios\n");
@@ -746,16 +817,24 @@ fn report(
             floor / total * 100.0
         );
     }
-    for &c in &args.concurrency {
-        if let (Some(on), Some(off)) = (rate("flywheel", "on", c), rate("flywheel", "off", c)) {
-            println!(
-                "- batching on / off at concurrency {c}: {:.2}× ({on:.0} vs {off:.0} rows/s)",
-                on / off
-            );
+    for model in &models {
+        for &c in &args.concurrency {
+            if let (Some(on), Some(off)) = (
+                rate("flywheel", model, "on", c),
+                rate("flywheel", model, "off", c),
+            ) {
+                println!(
+                    "- {model}: batching on / off at concurrency {c}: {:.2}× ({on:.0} vs {off:.0} rows/s)",
+                    on / off
+                );
+            }
         }
     }
     for &c in &args.concurrency {
-        if let (Some(fw), Some(ml)) = (rate("flywheel", "on", c), rate("MLServer", "off", c)) {
+        if let (Some(fw), Some(ml)) = (
+            rate("flywheel", model, "on", c),
+            rate("MLServer", model, "off", c),
+        ) {
             println!(
                 "- flywheel / MLServer throughput at concurrency {c}: {:.1}× ({fw:.0} vs {ml:.0} requests/s)",
                 fw / ml

@@ -1,7 +1,11 @@
 //! Request payloads to column batches. Every rejection names the offending field and what was
 //! expected, so a client can fix its request without reading the server's code.
 
+use std::borrow::Cow;
+
 use flywheel_core::model_card::{ColumnKind, InputColumn};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -521,4 +525,551 @@ fn check_datatype_values(datatype: &str, data: &[&Value], field: &str) -> Result
         }
     }
     Ok(())
+}
+
+/// A V2 request as the fast path reads it: typed fields borrowing from the body, without the
+/// `serde_json::Value` tree (a map per tensor, a `String` per key) the reference path builds.
+pub struct FastInfer<'a> {
+    /// The request's `id`; `None` when absent or null.
+    pub id: Option<Cow<'a, str>>,
+    /// The names in `outputs`; `None` when absent or null.
+    pub outputs: Option<Vec<Cow<'a, str>>>,
+    pub columns: Columns,
+}
+
+/// The fast path of [`from_tensors`] for well-formed V2 bodies. It accepts exactly what
+/// [`from_tensors`] accepts and builds the same columns; on anything else it returns `None` and
+/// the caller runs the reference path on the same bytes, whose error names the field at fault.
+/// So error quality lives in one place and the common case pays for no error bookkeeping.
+pub fn fast_tensors<'a>(
+    spec: &ModelSpec,
+    body: &'a [u8],
+    max_instances: usize,
+) -> Option<FastInfer<'a>> {
+    let FastRequest {
+        id,
+        inputs,
+        outputs,
+    } = serde_json::from_slice(body).ok()?;
+    let columns = &spec.card.inputs;
+    if inputs.is_empty() {
+        return None;
+    }
+    let mut by_column: Vec<Option<Vec<Cell<'a>>>> = Vec::with_capacity(columns.len());
+    by_column.resize_with(columns.len(), || None);
+    let mut rows = None;
+    for tensor in inputs {
+        let index = columns.iter().position(|c| c.name == tensor.name)?;
+        let column = &columns[index];
+        let n = match tensor.shape.as_slice() {
+            [n] | [n, 1] => usize::try_from(*n).ok()?,
+            _ => return None,
+        };
+        let datatype = tensor.datatype.as_ref();
+        if !accepted_datatypes(column.kind).contains(&datatype) || tensor.data.len() != n {
+            return None;
+        }
+        match rows {
+            Some(rows) if rows != n => return None,
+            Some(_) => {}
+            None if n == 0 || n > max_instances => return None,
+            None => rows = Some(n),
+        }
+        if !tensor.data.iter().all(|cell| cell.fits(datatype)) {
+            return None;
+        }
+        let slot = by_column.get_mut(index)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(tensor.data);
+    }
+    let rows = rows?;
+    let mut data = Vec::with_capacity(columns.len());
+    for (column, cells) in columns.iter().zip(by_column) {
+        data.push(fast_column(column, cells?)?);
+    }
+    Some(FastInfer {
+        id,
+        outputs,
+        columns: Columns { rows, data },
+    })
+}
+
+/// One column's cells, converted as [`push_cell`] converts them; `None` where it would refuse.
+fn fast_column(column: &InputColumn, cells: Vec<Cell<'_>>) -> Option<ColumnData> {
+    let nullable = column.nullable;
+    match column.kind {
+        ColumnKind::Numeric => cells
+            .into_iter()
+            .map(|cell| match cell {
+                Cell::Null => nullable.then_some(f32::NAN),
+                Cell::Number { value, .. } => Some(value as f32).filter(|v| v.is_finite()),
+                Cell::Bool(_) | Cell::Str(_) => None,
+            })
+            .collect::<Option<Vec<f32>>>()
+            .map(ColumnData::F32),
+        ColumnKind::Boolean => cells
+            .into_iter()
+            .map(|cell| match cell {
+                Cell::Null => nullable.then_some(f32::NAN),
+                // BOOL tensors of a numeric-typed boolean column, and 0/1 numbers of a boolean one.
+                Cell::Number { value, .. } => Some(if value != 0.0 { 1.0 } else { 0.0 }),
+                Cell::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
+                Cell::Str(_) => None,
+            })
+            .collect::<Option<Vec<f32>>>()
+            .map(ColumnData::F32),
+        ColumnKind::Categorical => cells
+            .into_iter()
+            .map(|cell| match cell {
+                Cell::Null => nullable.then(String::new),
+                Cell::Str(s) => Some(s.into_owned()),
+                Cell::Number { .. } | Cell::Bool(_) => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .map(ColumnData::Str),
+    }
+}
+
+/// One element of a tensor's `data`.
+enum Cell<'a> {
+    Null,
+    Bool(bool),
+    /// `integer`: written without fraction or exponent, as INT32/INT64 data must be.
+    Number {
+        value: f64,
+        integer: bool,
+    },
+    Str(Cow<'a, str>),
+}
+
+impl Cell<'_> {
+    /// Whether the element may appear in data of `datatype`, as [`check_datatype_values`] says.
+    fn fits(&self, datatype: &str) -> bool {
+        match (datatype, self) {
+            (_, Cell::Null) => true,
+            ("FP32" | "FP64", Cell::Number { .. }) => true,
+            ("INT32" | "INT64", Cell::Number { integer, .. }) => *integer,
+            ("BOOL", Cell::Bool(_)) => true,
+            ("BYTES", Cell::Str(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The fast path's body. Deserialized by hand rather than derived: a derived struct would also
+/// accept a JSON array of its fields, which the reference path refuses.
+struct FastRequest<'a> {
+    id: Option<Cow<'a, str>>,
+    inputs: Vec<FastTensor<'a>>,
+    outputs: Option<Vec<Cow<'a, str>>>,
+}
+
+struct FastTensor<'a> {
+    name: Cow<'a, str>,
+    shape: Vec<u64>,
+    datatype: Cow<'a, str>,
+    data: Vec<Cell<'a>>,
+}
+
+/// A string borrowed from the body where it holds no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+/// Only the fast path's own errors come out of these visitors, and it discards them.
+fn refuse<E: de::Error>() -> E {
+    E::custom("not on the fast path")
+}
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum RequestKey {
+    Id,
+    Parameters,
+    Inputs,
+    Outputs,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum TensorKey {
+    Name,
+    Shape,
+    Datatype,
+    Data,
+    Parameters,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum OutputKey {
+    Name,
+    #[serde(other)]
+    Other,
+}
+
+/// Stores `value` in `slot`, refusing a repeated key (the reference path keeps the last one).
+fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    match slot.replace(value) {
+        None => Ok(()),
+        Some(_) => Err(refuse()),
+    }
+}
+
+impl<'de> Deserialize<'de> for FastRequest<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RequestVisitor;
+        impl<'de> Visitor<'de> for RequestVisitor {
+            type Value = FastRequest<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an inference request object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut id: Option<Option<Text<'de>>> = None;
+                let mut parameters = None;
+                let mut inputs = None;
+                let mut outputs: Option<Option<Vec<OutputName<'de>>>> = None;
+                while let Some(key) = map.next_key::<RequestKey>()? {
+                    match key {
+                        RequestKey::Id => once(&mut id, map.next_value()?)?,
+                        RequestKey::Parameters => {
+                            once(&mut parameters, map.next_value::<IgnoredAny>()?)?;
+                        }
+                        RequestKey::Inputs => once(&mut inputs, map.next_value()?)?,
+                        RequestKey::Outputs => once(&mut outputs, map.next_value()?)?,
+                    }
+                }
+                Ok(FastRequest {
+                    id: id.flatten().map(|t| t.0),
+                    inputs: inputs.ok_or_else(refuse)?,
+                    outputs: outputs
+                        .flatten()
+                        .map(|names| names.into_iter().map(|n| n.0).collect()),
+                })
+            }
+        }
+        deserializer.deserialize_map(RequestVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for FastTensor<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TensorVisitor;
+        impl<'de> Visitor<'de> for TensorVisitor {
+            type Value = FastTensor<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tensor object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut name: Option<Text<'de>> = None;
+                let mut shape = None;
+                let mut datatype: Option<Text<'de>> = None;
+                let mut data = None;
+                let mut parameters = None;
+                while let Some(key) = map.next_key::<TensorKey>()? {
+                    match key {
+                        TensorKey::Name => once(&mut name, map.next_value()?)?,
+                        TensorKey::Shape => once(&mut shape, map.next_value()?)?,
+                        TensorKey::Datatype => once(&mut datatype, map.next_value()?)?,
+                        TensorKey::Data => once(&mut data, map.next_value::<Cells<'de>>()?.0)?,
+                        TensorKey::Parameters => {
+                            once(&mut parameters, map.next_value::<IgnoredAny>()?)?;
+                        }
+                    }
+                }
+                Ok(FastTensor {
+                    name: name.ok_or_else(refuse)?.0,
+                    shape: shape.ok_or_else(refuse)?,
+                    datatype: datatype.ok_or_else(refuse)?.0,
+                    data: data.ok_or_else(refuse)?,
+                })
+            }
+        }
+        deserializer.deserialize_map(TensorVisitor)
+    }
+}
+
+/// An entry of `outputs`: its `name`; other keys are ignored, as the reference path does.
+struct OutputName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for OutputName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OutputVisitor;
+        impl<'de> Visitor<'de> for OutputVisitor {
+            type Value = OutputName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an output object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut name: Option<Text<'de>> = None;
+                while let Some(key) = map.next_key::<OutputKey>()? {
+                    match key {
+                        OutputKey::Name => once(&mut name, map.next_value()?)?,
+                        OutputKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(OutputName(name.ok_or_else(refuse)?.0))
+            }
+        }
+        deserializer.deserialize_map(OutputVisitor)
+    }
+}
+
+/// A tensor's `data`, nested arrays flattened row-major as [`flatten`] does.
+struct Cells<'a>(Vec<Cell<'a>>);
+
+/// Appends the elements of one (possibly nested) array to `out`.
+struct CellsSeed<'o, 'a>(&'o mut Vec<Cell<'a>>);
+
+impl<'de> Deserialize<'de> for Cells<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut cells = Vec::new();
+        deserializer.deserialize_seq(CellsSeed(&mut cells))?;
+        Ok(Cells(cells))
+    }
+}
+
+impl<'de> Visitor<'de> for CellsSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(hint) = seq.size_hint() {
+            self.0.reserve(hint);
+        }
+        while seq.next_element_seed(CellSeed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One element of `data`: a scalar, or a nested array whose elements are appended in order.
+struct CellSeed<'o, 'a>(&'o mut Vec<Cell<'a>>);
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a scalar or an array")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.push(Cell::Null);
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.push(Cell::Bool(v));
+        Ok(())
+    }
+    // Integers convert to f64 as `serde_json::Number::as_f64` converts them.
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push(Cell::Number {
+            value: v as f64,
+            integer: true,
+        });
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push(Cell::Number {
+            value: v as f64,
+            integer: true,
+        });
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        if !v.is_finite() {
+            return Err(refuse());
+        }
+        self.0.push(Cell::Number {
+            value: v,
+            integer: false,
+        });
+        Ok(())
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.0.push(Cell::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push(Cell::Str(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        CellsSeed(self.0).visit_seq(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> ModelSpec {
+        crate::model::test_spec(
+            "1",
+            &[
+                ("x", "numeric", false),
+                ("m", "numeric", true),
+                ("b", "boolean", false),
+                ("c", "categorical", true),
+            ],
+        )
+    }
+
+    fn tensor(name: &str, datatype: &str, shape: Value, data: Value) -> Value {
+        json!({"name": name, "datatype": datatype, "shape": shape, "data": data})
+    }
+
+    fn valid() -> Value {
+        json!({"id": "r1", "parameters": {"content_type": "pd"}, "inputs": [
+            tensor("x", "FP32", json!([2, 1]), json!([[1.5], [-2]])),
+            tensor("m", "INT64", json!([2]), json!([null, 3])),
+            {"name": "b", "datatype": "BOOL", "shape": [2], "data": [true, false],
+             "parameters": {}},
+            tensor("c", "BYTES", json!([2, 1]), json!(["a\"q", null])),
+        ], "outputs": [{"name": "predictions", "extra": 1}]})
+    }
+
+    /// Equal columns, NaN (a missing value) equal to itself.
+    fn same(a: &Columns, b: &Columns) -> bool {
+        a.rows == b.rows
+            && a.data.len() == b.data.len()
+            && a.data.iter().zip(&b.data).all(|pair| match pair {
+                (ColumnData::F32(x), ColumnData::F32(y)) => x
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .eq(y.iter().map(|v| v.to_bits())),
+                (x, y) => x == y,
+            })
+    }
+
+    /// The fast path agrees with the reference path: same columns where it accepts a body, and
+    /// it accepts nothing the reference path refuses.
+    fn check(body: &Value, fast_expected: bool) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let spec = spec();
+        let fast = fast_tensors(&spec, &bytes, 3);
+        let reference = from_tensors(&spec, body, 3);
+        match (&fast, &reference) {
+            (Some(fast), Ok(reference)) => assert!(same(&fast.columns, reference), "{body}"),
+            (Some(_), Err(error)) => panic!("fast path accepted {body}, refused with {error:?}"),
+            (None, _) => {}
+        }
+        assert_eq!(fast.is_some(), fast_expected, "{body}");
+    }
+
+    #[test]
+    fn fast_path_matches_the_reference_path() {
+        let body = valid();
+        check(&body, true);
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let fast = fast_tensors(&spec(), &bytes, 3).unwrap();
+        assert_eq!(fast.id.as_deref(), Some("r1"));
+        assert_eq!(
+            fast.outputs
+                .unwrap()
+                .iter()
+                .map(|o| o.as_ref())
+                .collect::<Vec<_>>(),
+            ["predictions"]
+        );
+        assert!(same(
+            &fast.columns,
+            &Columns {
+                rows: 2,
+                data: vec![
+                    ColumnData::F32(vec![1.5, -2.0]),
+                    ColumnData::F32(vec![f32::NAN, 3.0]),
+                    ColumnData::F32(vec![1.0, 0.0]),
+                    ColumnData::Str(vec!["a\"q".into(), String::new()]),
+                ],
+            }
+        ));
+
+        // Numbers for a boolean column, FP64 and INT32 for numeric ones, id null.
+        let mut body = valid();
+        body["id"] = Value::Null;
+        body["inputs"][2] = tensor("b", "FP32", json!([2]), json!([0.5, 0]));
+        body["inputs"][0]["datatype"] = json!("FP64");
+        body["inputs"][1]["datatype"] = json!("INT32");
+        check(&body, true);
+
+        type Change = Box<dyn Fn(&mut Value)>;
+        let refused: Vec<Change> = vec![
+            Box::new(|b| b["inputs"][0]["data"] = json!([1.0, "2"])),
+            Box::new(|b| b["inputs"][0]["data"] = json!([1.0, null])),
+            Box::new(|b| b["inputs"][0]["data"] = json!([1.0, 1e39])),
+            Box::new(|b| b["inputs"][0]["data"] = json!([1.0])),
+            Box::new(|b| b["inputs"][0]["data"] = json!({"a": 1})),
+            Box::new(|b| b["inputs"][0]["shape"] = json!([2, 2])),
+            Box::new(|b| b["inputs"][0]["shape"] = json!([2.0])),
+            Box::new(|b| b["inputs"][0]["shape"] = json!([-2])),
+            Box::new(|b| b["inputs"][0]["datatype"] = json!("BYTES")),
+            Box::new(|b| b["inputs"][0]["name"] = json!("c")),
+            Box::new(|b| b["inputs"][0]["name"] = json!("nope")),
+            Box::new(|b| b["inputs"][0]["extra"] = json!(1)),
+            Box::new(|b| {
+                b["inputs"][0] = json!(["x", [2], "FP32", [1.0, 2.0]]);
+            }),
+            Box::new(|b| b["inputs"][1]["data"] = json!([null, 3.5])),
+            Box::new(|b| b["inputs"][2]["data"] = json!([null, true])),
+            Box::new(|b| b["inputs"][2]["data"] = json!([1, 0])),
+            Box::new(|b| b["inputs"][3]["data"] = json!([1, "a"])),
+            Box::new(|b| {
+                b["inputs"].as_array_mut().unwrap().pop();
+            }),
+            Box::new(|b| b["inputs"] = json!([])),
+            Box::new(|b| b["id"] = json!(7)),
+            Box::new(|b| b["outputs"] = json!(["predictions"])),
+            Box::new(|b| b["extra"] = json!(1)),
+            Box::new(|b| {
+                for input in b["inputs"].as_array_mut().unwrap() {
+                    input["shape"] = json!([4]);
+                    input["data"] = json!([1, 1, 1, 1]);
+                }
+            }),
+        ];
+        for change in refused {
+            let mut body = valid();
+            change(&mut body);
+            check(&body, false);
+        }
+        check(&json!([valid()]), false);
+        assert!(fast_tensors(&spec(), b"{\"inputs\": [] ", 3).is_none());
+        // The last of two keys wins on the reference path; the fast path leaves such bodies to it.
+        let text = serde_json::to_string(&valid()).unwrap();
+        let twice = text.replacen("{\"id\":\"r1\",", "{\"id\":\"r0\",\"id\":\"r1\",", 1);
+        assert_ne!(twice, text);
+        assert!(fast_tensors(&spec(), twice.as_bytes(), 3).is_none());
+    }
 }

@@ -235,7 +235,7 @@ impl ColumnData {
 }
 
 /// Rows to predict, stored column by column so that each becomes one `[N, 1]` tensor.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Columns {
     pub rows: usize,
     pub data: Vec<ColumnData>,
@@ -248,6 +248,30 @@ impl Columns {
         for (mine, theirs) in self.data.iter_mut().zip(other.data) {
             mine.append(theirs);
         }
+    }
+
+    /// The rows of `parts` (all of one model) in order, in one batch; `None` without parts.
+    /// Sized up front: appending a batcher's requests one by one regrows every column several
+    /// times per batch.
+    pub fn concat(parts: impl IntoIterator<Item = Columns>) -> Option<Columns> {
+        let parts: Vec<Columns> = parts.into_iter().collect();
+        let rows = parts.iter().map(|part| part.rows).sum();
+        let first = parts.first()?;
+        let mut merged = Columns {
+            rows: 0,
+            data: first
+                .data
+                .iter()
+                .map(|column| match column {
+                    ColumnData::F32(_) => ColumnData::F32(Vec::with_capacity(rows)),
+                    ColumnData::Str(_) => ColumnData::Str(Vec::with_capacity(rows)),
+                })
+                .collect(),
+        };
+        for part in parts {
+            merged.append(part);
+        }
+        Some(merged)
     }
 }
 
@@ -470,6 +494,32 @@ pub fn run(
     Ok(predictions)
 }
 
+/// A classifier spec for unit tests, with `inputs` as (name, kind, nullable).
+#[cfg(test)]
+pub fn test_spec(version: &str, inputs: &[(&str, &str, bool)]) -> ModelSpec {
+    let inputs: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|(name, kind, nullable)| {
+            serde_json::json!({"name": name, "input": name, "kind": kind, "nullable": nullable})
+        })
+        .collect();
+    let card = serde_json::from_value(serde_json::json!({
+        "card_version": 1, "version": version, "family": "logistic", "task": "binary",
+        "target": "y", "classes": ["no", "yes"], "inputs": inputs,
+        "outputs": {"label": "label", "probabilities": "probabilities"},
+        "lineage": {"dataset_uri": "file://d.csv", "dataset_digest": "0", "dataset_rows": 1,
+                    "trainer_version": "test", "created_at": "2026-01-01T00:00:00Z"}
+    }))
+    .unwrap();
+    ModelSpec {
+        name: "m".into(),
+        card,
+        onnx_path: "model.onnx".into(),
+        label: LabelOutput::ClassIndex,
+        probabilities: ProbabilityOutput::Tensor,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,7 +540,10 @@ mod tests {
                 ColumnData::Str(vec![String::new()]),
             ],
         };
+        let concat = Columns::concat([a.clone(), b.clone()]);
         a.append(b);
+        assert_eq!(concat.as_ref(), Some(&a));
+        assert_eq!(Columns::concat(std::iter::empty()), None);
         assert_eq!(a.rows, 3);
         assert_eq!(a.data[0], ColumnData::F32(vec![1.0, 2.0, 3.0]));
         assert_eq!(

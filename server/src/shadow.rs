@@ -247,32 +247,9 @@ async fn complete(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::{LabelOutput, ProbabilityOutput};
 
-    /// A classifier spec with `inputs` as (name, kind, nullable).
-    fn spec(version: &str, inputs: &[(&str, &str, bool)]) -> ModelSpec {
-        let inputs: Vec<Value> = inputs
-            .iter()
-            .map(|(name, kind, nullable)| {
-                serde_json::json!({"name": name, "input": name, "kind": kind, "nullable": nullable})
-            })
-            .collect();
-        let card = serde_json::from_value(serde_json::json!({
-            "card_version": 1, "version": version, "family": "logistic", "task": "binary",
-            "target": "y", "classes": ["no", "yes"], "inputs": inputs,
-            "outputs": {"label": "label", "probabilities": "probabilities"},
-            "lineage": {"dataset_uri": "file://d.csv", "dataset_digest": "0", "dataset_rows": 1,
-                        "trainer_version": "test", "created_at": "2026-01-01T00:00:00Z"}
-        }))
-        .unwrap();
-        ModelSpec {
-            name: "m".into(),
-            card,
-            onnx_path: "model.onnx".into(),
-            label: LabelOutput::ClassIndex,
-            probabilities: ProbabilityOutput::Tensor,
-        }
-    }
+    use crate::model::ProbabilityOutput;
+    use crate::model::test_spec as spec;
 
     #[test]
     fn shadow_columns_follow_the_shadow_card() {

@@ -202,6 +202,18 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// A JSON request body, checked for content type and size but not parsed yet: V2 infer parses
+/// it into typed fields first and builds a [`Value`] only when that fast path refuses it.
+pub struct RawJsonBody(pub Bytes);
+
+impl FromRequest<AppState> for RawJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<RawJsonBody, ApiError> {
+        body_bytes(request, state).await.map(RawJsonBody)
+    }
+}
+
 /// Like [`JsonBody`], for routes where the body may be left out: an empty body is `None`.
 pub struct OptionalJsonBody(pub Option<Value>);
 
@@ -255,13 +267,22 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
         })
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::field(
             "body",
             format!("invalid JSON: {e} (NaN and Infinity are not JSON)"),
         )
     })
+}
+
+/// A fresh request id: a random UUID (v4) in its hyphenated form.
+pub(crate) fn new_id() -> String {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// Runs `columns` through `backend` within the request timeout, mapping failures to answers.

@@ -64,6 +64,7 @@ use crate::error::ErrorBody;
         v2::InferRequest,
         v2::ResponseOutput,
         v2::InferResponse,
+        v2::InferParameters,
         repository::LoadParameters,
         repository::LoadRequest,
         repository::LoadResponse,

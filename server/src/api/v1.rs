@@ -168,8 +168,6 @@ fn response(spec: &ModelSpec, predictions: &Predictions, rows: usize) -> Predict
         predictions: prediction_values(spec, predictions),
         probabilities,
         model_version: spec.card.version.clone(),
-        request_ids: (0..rows)
-            .map(|_| uuid::Uuid::new_v4().to_string())
-            .collect(),
+        request_ids: (0..rows).map(|_| super::new_id()).collect(),
     }
 }

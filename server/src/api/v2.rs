@@ -7,13 +7,15 @@ use axum::{Extension, Json};
 use flywheel_core::model_card::ColumnKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
+
 use utoipa::ToSchema;
 
-use super::{JsonBody, ServedVersion, Values, prediction_values};
+use super::{RawJsonBody, ServedVersion, Values, new_id, parse_json, prediction_values};
 use crate::backend::Role;
 use crate::error::{ApiError, ErrorBody};
 use crate::input;
-use crate::model::{LabelOutput, ModelSpec, Predictions};
+use crate::model::{Columns, LabelOutput, ModelSpec, Predictions};
 use crate::state::AppState;
 use ort::value::TensorElementType;
 
@@ -97,9 +99,9 @@ pub struct InferRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResponseOutput {
-    pub name: String,
+    pub name: &'static str,
     pub shape: Vec<usize>,
-    pub datatype: String,
+    pub datatype: &'static str,
     /// Row-major, flat.
     pub data: Values,
 }
@@ -110,12 +112,15 @@ pub struct InferResponse {
     pub model_version: String,
     /// The request's id, or a fresh one.
     pub id: String,
-    /// `request_ids`: one id per row for feedback (`id` itself for a single row, `{id}/{row}`
-    /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Value>,
+    pub parameters: Option<InferParameters>,
     pub outputs: Vec<ResponseOutput>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferParameters {
+    /// One id per row for feedback: `id` itself for a single row, `{id}/{row}` otherwise.
+    pub request_ids: Vec<String>,
 }
 
 #[utoipa::path(
@@ -324,7 +329,7 @@ pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<JsonBody, ApiError>,
+    body: Result<RawJsonBody, ApiError>,
 ) -> Result<(Extension<ServedVersion>, Json<InferResponse>), ApiError> {
     infer_inner(state, &name, None, &headers, body).await
 }
@@ -349,7 +354,7 @@ pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<JsonBody, ApiError>,
+    body: Result<RawJsonBody, ApiError>,
 ) -> Result<(Extension<ServedVersion>, Json<InferResponse>), ApiError> {
     infer_inner(state, &name, Some(&version), &headers, body).await
 }
@@ -359,19 +364,17 @@ async fn infer_inner(
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: Result<JsonBody, ApiError>,
+    body: Result<RawJsonBody, ApiError>,
 ) -> Result<(Extension<ServedVersion>, Json<InferResponse>), ApiError> {
     state.authorize(headers)?;
     let model = state.model_version(name, version)?;
-    let JsonBody(body) = body?;
+    let RawJsonBody(body) = body?;
     let spec = model.spec();
-    let columns = input::from_tensors(spec, &body, state.config().max_instances)?;
-    let wanted = requested_outputs(spec, &body)?;
-    let id = match body.get("id") {
-        Some(Value::String(id)) => id.clone(),
-        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
-        Some(_) => return Err(ApiError::field("id", "expected a string")),
-    };
+    let Checked {
+        columns,
+        id,
+        wanted,
+    } = parse(spec, &body, state.config().max_instances)?;
     let rows = columns.rows;
     let inputs = super::feedback::row_inputs(&state, spec, &columns);
     let mirror = state.mirror_copy(&columns);
@@ -386,19 +389,67 @@ async fn infer_inner(
         &request_ids,
     )
     .await?;
-    if let Some(columns) = mirror {
-        state.mirror(spec.clone(), columns, request_ids.clone());
-    }
+    let request_ids = match mirror {
+        Some(columns) => {
+            state.mirror(spec.clone(), columns, request_ids.clone());
+            request_ids
+        }
+        None => request_ids,
+    };
     Ok((
         Extension(ServedVersion(spec.card.version.clone())),
         Json(InferResponse {
             model_name: spec.name.clone(),
             model_version: spec.card.version.clone(),
             id,
-            parameters: Some(serde_json::json!({ "request_ids": request_ids })),
+            parameters: Some(InferParameters { request_ids }),
             outputs: outputs(spec, predictions, rows, &wanted),
         }),
     ))
+}
+
+/// An infer request, checked.
+struct Checked {
+    columns: Columns,
+    /// The request's id, or a fresh one.
+    id: String,
+    wanted: Vec<&'static str>,
+}
+
+/// Parses and checks an infer body: typed fields first ([`input::fast_tensors`]); anything the
+/// fast path refuses goes through the `Value`-based reference path, which names the field at
+/// fault.
+fn parse(spec: &ModelSpec, body: &[u8], max_instances: usize) -> Result<Checked, ApiError> {
+    if let Some(fast) = input::fast_tensors(spec, body, max_instances) {
+        let all = all_outputs(spec);
+        let wanted = match &fast.outputs {
+            None => Some(all.to_vec()),
+            Some(names) => names
+                .iter()
+                .map(|name| all.iter().find(|o| **o == name.as_ref()).copied())
+                .collect(),
+        };
+        if let Some(wanted) = wanted {
+            return Ok(Checked {
+                columns: fast.columns,
+                id: fast.id.map_or_else(new_id, Cow::into_owned),
+                wanted,
+            });
+        }
+    }
+    let body = parse_json(body)?;
+    let columns = input::from_tensors(spec, &body, max_instances)?;
+    let wanted = requested_outputs(spec, &body)?;
+    let id = match body.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        None | Some(Value::Null) => new_id(),
+        Some(_) => return Err(ApiError::field("id", "expected a string")),
+    };
+    Ok(Checked {
+        columns,
+        id,
+        wanted,
+    })
 }
 
 /// Feedback ids of a request's rows: the request id for a single row, `{id}/{row}` otherwise.
@@ -410,15 +461,20 @@ fn row_ids(id: &str, rows: usize) -> Vec<String> {
     }
 }
 
+/// The model's output tensors.
+fn all_outputs(spec: &ModelSpec) -> &'static [&'static str] {
+    if spec.is_classifier() {
+        &[PREDICTIONS, PROBABILITIES]
+    } else {
+        &[PREDICTIONS]
+    }
+}
+
 /// The names in the request's `outputs`, checked; all outputs when absent.
 fn requested_outputs(spec: &ModelSpec, body: &Value) -> Result<Vec<&'static str>, ApiError> {
-    let all: Vec<&'static str> = if spec.is_classifier() {
-        vec![PREDICTIONS, PROBABILITIES]
-    } else {
-        vec![PREDICTIONS]
-    };
+    let all = all_outputs(spec);
     let requested = match body.get("outputs") {
-        None | Some(Value::Null) => return Ok(all),
+        None | Some(Value::Null) => return Ok(all.to_vec()),
         Some(Value::Array(requested)) => requested,
         Some(_) => {
             return Err(ApiError::field(
@@ -457,17 +513,17 @@ fn outputs(
     if wanted.contains(&PREDICTIONS) {
         let data = prediction_values(spec, &predictions);
         out.push(ResponseOutput {
-            name: PREDICTIONS.into(),
+            name: PREDICTIONS,
             shape: vec![rows],
-            datatype: data.datatype().into(),
+            datatype: data.datatype(),
             data,
         });
     }
     if wanted.contains(&PROBABILITIES) && spec.is_classifier() {
         out.push(ResponseOutput {
-            name: PROBABILITIES.into(),
+            name: PROBABILITIES,
             shape: vec![rows, predictions.classes],
-            datatype: "FP32".into(),
+            datatype: "FP32",
             data: Values::Fp32(predictions.probabilities),
         });
     }
