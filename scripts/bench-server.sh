@@ -2,8 +2,11 @@
 # The prediction server benchmark (issue 4): flywheel-server against the in-process ONNX Runtime
 # limit and against MLServer serving the same scikit-learn pipeline, one load generator, one run.
 #
-#   scripts/bench-server.sh [SECONDS]      # seconds measured per configuration (default 10)
+#   scripts/bench-server.sh [SECONDS [BENCH FLAGS...]]   # seconds per configuration (default 10)
 #
+# Flags after SECONDS go to the bench, e.g. `--batching off,on,delay=500 --concurrency 64`
+# (see `cargo bench -p flywheel-server --bench serve -- --help`). BENCH_MLSERVER=0 leaves the
+# MLServer rows out.
 # Builds the bench in release, creates .venv-bench-mlserver (MLServer + its scikit-learn runtime,
 # and skl2onnx to convert the same fitted pipeline), trains the penguins random forest once
 # (scripts/bench_server_model.py, which also trains penguins_mlp, an MLP on the same columns whose
@@ -19,6 +22,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 seconds="${1:-10}"
+shift $(( $# > 0 ? 1 : 0 ))
 work="${BENCH_WORK:-$root/target/bench-server}"
 venv="$root/.venv-bench-mlserver"
 mlserver_port="${BENCH_MLSERVER_PORT:-18081}"
@@ -52,10 +56,12 @@ cargo bench -p flywheel-server --bench serve --no-run
 bench=(cargo bench -q -p flywheel-server --bench serve --
   --model-dir "$work/models/penguins_rf"
   --heavy-model-dir "$work/models/penguins_mlp"
-  --seconds "$seconds"
-  --mlserver-bin "$venv/bin/mlserver"
-  --mlserver-dir "$work/models/mlserver"
-  --mlserver-addr "127.0.0.1:$mlserver_port")
+  --seconds "$seconds")
+if [ "${BENCH_MLSERVER:-1}" != 0 ]; then
+  bench+=(--mlserver-bin "$venv/bin/mlserver"
+    --mlserver-dir "$work/models/mlserver"
+    --mlserver-addr "127.0.0.1:$mlserver_port")
+fi
 if [ -n "$server_cpus" ]; then
   bench+=(--server-cpus "$server_cpus")
 fi
@@ -72,5 +78,5 @@ if [ -n "$client_cpus" ]; then
 fi
 echo "machine: $cpus CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "servers on CPUs ${server_cpus:-any}, load generator on CPUs ${client_cpus:-any}, nice ${nice_level:-0}" >&2
-"${prefix[@]}" "${bench[@]}"
+"${prefix[@]}" "${bench[@]}" "$@"
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -12,8 +12,9 @@
 //! 2. The release `flywheel-server` binary in its own process (pinned with `taskset` when
 //!    `--server-cpus` is given), driven over loopback by a hyper HTTP/1.1 client on keep-alive
 //!    connections: sequential latency (V2 infer, V1 predict, and `/v2/health/live` as the floor of
-//!    HTTP + TCP with no work), then throughput at each concurrency with batching off
-//!    (`--max-batch-size 1`) and on (`--max-batch-size 64`).
+//!    HTTP + TCP with no work), then throughput at each concurrency for each `--batching`
+//!    configuration: off (`--max-batch-size 1`), on (`--max-batch-size 64`, the defaults), or on
+//!    with a given adaptive window or fixed delay (see [`Batching`]).
 //! 3. Optionally MLServer serving the same scikit-learn pipeline (joblib) with the same requests
 //!    from the same load generator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -74,12 +75,93 @@ struct Args {
     /// rows with batching off and on are measured too.
     #[arg(long)]
     heavy_model_dir: Option<PathBuf>,
+    /// Batching configurations measured, each against "off": off, on (the server's defaults with
+    /// `--max-batch-size 64`), window=MICROS (`--batch-window-micros`), delay=MICROS
+    /// (`--max-batch-delay-micros`, window off).
+    #[arg(long, value_delimiter = ',', default_value = "off,on")]
+    batching: Vec<Batching>,
     /// Only the in-process measurements (no server processes, no sockets).
     #[arg(long)]
     in_process_only: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// One flywheel-server batching configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Batching {
+    /// `--max-batch-size 1`.
+    Off,
+    /// `--max-batch-size 64` and every other flag at its default.
+    On,
+    /// `--max-batch-size 64 --batch-window-micros N`.
+    Window(u64),
+    /// `--max-batch-size 64 --batch-window-micros 0 --max-batch-delay-micros N`.
+    Delay(u64),
+}
+
+impl std::str::FromStr for Batching {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Batching, String> {
+        let micros = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|e| format!("bad microseconds in {s:?}: {e}"))
+        };
+        match s.split_once('=') {
+            None if s == "off" => Ok(Batching::Off),
+            None if s == "on" => Ok(Batching::On),
+            Some(("window", v)) => micros(v).map(Batching::Window),
+            Some(("delay", v)) => micros(v).map(Batching::Delay),
+            _ => Err(format!(
+                "unknown batching {s:?}: off, on, window=MICROS or delay=MICROS"
+            )),
+        }
+    }
+}
+
+impl Batching {
+    fn flags(self) -> Vec<String> {
+        let mut flags = vec!["--max-batch-size".to_string()];
+        match self {
+            Batching::Off => flags.push("1".into()),
+            Batching::On => flags.push("64".into()),
+            Batching::Window(micros) => flags.extend([
+                "64".into(),
+                "--batch-window-micros".into(),
+                micros.to_string(),
+            ]),
+            Batching::Delay(micros) => flags.extend([
+                "64".into(),
+                "--batch-window-micros".into(),
+                "0".into(),
+                "--max-batch-delay-micros".into(),
+                micros.to_string(),
+            ]),
+        }
+        flags
+    }
+
+    fn label(self) -> String {
+        match self {
+            Batching::Off => "off".into(),
+            Batching::On => "on (defaults)".into(),
+            Batching::Window(0) => "on, no window".into(),
+            Batching::Window(micros) => format!("on, window {micros} µs"),
+            Batching::Delay(micros) => format!("on, delay {micros} µs"),
+        }
+    }
+
+    /// A name for the server's log file.
+    fn slug(self) -> String {
+        match self {
+            Batching::Off => "off".into(),
+            Batching::On => "on".into(),
+            Batching::Window(micros) => format!("window-{micros}"),
+            Batching::Delay(micros) => format!("delay-{micros}"),
+        }
+    }
 }
 
 /// Latency samples of one measurement.
@@ -370,7 +452,7 @@ struct ThroughputRow {
     model: String,
     /// Mean rows per ONNX Runtime call during the measurement (flywheel only).
     rows_per_call: Option<f64>,
-    batching: &'static str,
+    batching: String,
     concurrency: usize,
     sample: Sample,
 }
@@ -542,15 +624,13 @@ fn main() {
             ));
         }
         for (index, (dir, model_name, body)) in models.iter().enumerate() {
-            for (batching, max_batch) in [("off", 1), ("on", 64)] {
+            for &batching in &args.batching {
                 let addr = free_addr();
-                let flags: Vec<String> = [
+                let mut flags: Vec<String> = [
                     "--model-dir",
                     dir.to_str().unwrap(),
                     "--listen",
                     &addr.to_string(),
-                    "--max-batch-size",
-                    &max_batch.to_string(),
                     "--inference-threads",
                     "1",
                     "--intra-op-threads",
@@ -559,14 +639,16 @@ fn main() {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-                eprintln!("flywheel-server, batching {batching}, on {addr}");
+                flags.extend(batching.flags());
+                eprintln!("flywheel-server, batching {}, on {addr}", batching.label());
                 let mut server = Server::start(
                     "flywheel-server",
                     args.server_cpus.as_deref(),
                     &server_bin,
                     &flags,
                     &std::env::temp_dir().join(format!(
-                        "flywheel-bench-{model_name}-batching-{batching}.log"
+                        "flywheel-bench-{model_name}-batching-{}.log",
+                        batching.slug()
                     )),
                 );
                 server
@@ -579,7 +661,7 @@ fn main() {
                     path: format!("/v2/models/{model_name}/infer"),
                     body: body.clone(),
                 };
-                if batching == "on" && index == 0 {
+                if batching == Batching::On && index == 0 {
                     // The product's defaults: batching on. Sequential latency, one connection.
                     let floor = Target {
                         method: hyper::Method::GET,
@@ -614,7 +696,7 @@ fn main() {
                         server: "flywheel",
                         model: model_name.clone(),
                         rows_per_call: Some((after.0 - before.0) / (after.1 - before.1).max(1.0)),
-                        batching,
+                        batching: batching.label(),
                         concurrency: c,
                         sample,
                     });
@@ -664,7 +746,7 @@ fn main() {
                     server: "MLServer",
                     model: model_name.clone(),
                     rows_per_call: None,
-                    batching: "off",
+                    batching: "off".into(),
                     concurrency: c,
                     sample: load(&v2, c, seconds).await,
                 });
@@ -817,22 +899,27 @@ fn report(
             floor / total * 100.0
         );
     }
+    let off = Batching::Off.label();
     for model in &models {
-        for &c in &args.concurrency {
-            if let (Some(on), Some(off)) = (
-                rate("flywheel", model, "on", c),
-                rate("flywheel", model, "off", c),
-            ) {
-                println!(
-                    "- {model}: batching on / off at concurrency {c}: {:.2}× ({on:.0} vs {off:.0} rows/s)",
-                    on / off
-                );
+        for batching in args.batching.iter().filter(|b| **b != Batching::Off) {
+            let label = batching.label();
+            for &c in &args.concurrency {
+                if let (Some(on), Some(off)) = (
+                    rate("flywheel", model, &label, c),
+                    rate("flywheel", model, &off, c),
+                ) {
+                    println!(
+                        "- {model}: batching {label} / off at concurrency {c}: {:.2}× ({on:.0} vs {off:.0} rows/s)",
+                        on / off
+                    );
+                }
             }
         }
     }
+    let on = Batching::On.label();
     for &c in &args.concurrency {
         if let (Some(fw), Some(ml)) = (
-            rate("flywheel", model, "on", c),
+            rate("flywheel", model, &on, c),
             rate("MLServer", model, "off", c),
         ) {
             println!(

@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -117,8 +118,12 @@ pub struct Backend {
     /// The inference threads' batches, for handing a request to an idle thread directly.
     work: std::sync::mpsc::Sender<Batch>,
     /// Whether a request may skip the batcher when nothing is queued and a thread is free:
-    /// only without `--max-batch-delay-micros`, which asks batches to wait for more requests.
+    /// only without `--max-batch-delay-micros`, which asks batches to wait for more requests,
+    /// and only while the batch window sees no concurrency (see [`Gather`]).
     direct: bool,
+    /// Requests in the batcher's last batch while its window is on (1 otherwise): above 1,
+    /// requests arrive together, and the direct path would run the first of them alone.
+    last_batch_jobs: Arc<AtomicUsize>,
     permits: Arc<Semaphore>,
     threads: u32,
     /// The primary's queue depth and 429s; `None` for a shadow, whose overflow is counted as
@@ -202,6 +207,7 @@ impl Backend {
         let (work_tx, work_rx) = std::sync::mpsc::channel::<Batch>();
         let work_rx = Arc::new(Mutex::new(work_rx));
         let permits = Arc::new(Semaphore::new(threads));
+        let last_batch_jobs = Arc::new(AtomicUsize::new(1));
         let prefix = match load.role {
             Role::Primary => "inference",
             Role::Shadow => "shadow",
@@ -225,8 +231,12 @@ impl Backend {
             requests,
             work_tx.clone(),
             permits.clone(),
-            config.max_batch_size.max(1),
-            config.max_batch_delay(),
+            BatchPolicy {
+                max_rows: config.max_batch_size.max(1),
+                delay: config.max_batch_delay(),
+                window: config.batch_window(),
+            },
+            last_batch_jobs.clone(),
             queue_metrics.as_ref().map(|(depth, _)| depth.clone()),
         ));
         Ok(Backend {
@@ -237,6 +247,7 @@ impl Backend {
             queue,
             work: work_tx,
             direct: config.max_batch_delay().is_zero(),
+            last_batch_jobs,
             permits,
             threads: u32::try_from(threads).unwrap_or(1),
             queue_metrics,
@@ -300,8 +311,15 @@ impl Backend {
     /// batcher would form a batch of this one job anyway; handing it to the thread directly
     /// saves the hop through the queue and the batcher task. Gives the job back otherwise (a
     /// busy server batches through the queue as before; a paused one holds every permit).
+    ///
+    /// Under concurrency (the last batch held several requests) the job goes to the batcher
+    /// instead, even when it finds nothing queued: it is then the first of a wave whose other
+    /// requests are still being read, and running it alone would take the core from them.
     fn dispatch_idle(&self, job: Job) -> Result<(), Job> {
-        if !self.direct || self.queue.capacity() < self.queue.max_capacity() {
+        if !self.direct
+            || self.last_batch_jobs.load(Ordering::Relaxed) > 1
+            || self.queue.capacity() < self.queue.max_capacity()
+        {
             return Err(job);
         }
         // Fails while the batcher waits for a permit: released permits go to waiters first.
@@ -396,18 +414,83 @@ fn new_session(env: &Environment, path: &Path, intra_op_threads: usize) -> Resul
     })
 }
 
+/// How the batcher forms batches: `--max-batch-size`, `--max-batch-delay-micros` and
+/// `--batch-window-micros`.
+#[derive(Clone, Copy, Debug)]
+struct BatchPolicy {
+    max_rows: usize,
+    delay: Duration,
+    window: Duration,
+}
+
+/// What the batcher knows about the batch it is gathering, each time it drained the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Gather {
+    /// Whether the batch is full: `--max-batch-size` rows, or the next request would not fit.
+    full: bool,
+    /// Requests in the batch.
+    jobs: usize,
+    /// Whether the last drain of the queue added requests.
+    grew: bool,
+    /// Requests in the previous batch: clients answered then are likely about to send again.
+    expected: usize,
+    /// Time since a thread was free for this batch.
+    waited: Duration,
+    /// `--batch-window-micros`.
+    window: Duration,
+}
+
+/// The batcher's next step for a batch it holds a free thread for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    Run,
+    /// Requests are arriving: let the runtime parse those already in the sockets, then drain
+    /// the queue again.
+    Parse,
+    /// Requests stopped arriving before the last batch's clients were all back: sleep until the
+    /// next one is queued (or the window ends).
+    Listen,
+}
+
+impl Gather {
+    /// The adaptive window's rule. On a core shared by HTTP and inference, a batch sent to its
+    /// thread takes the core from the requests still being parsed, which then miss it; so while
+    /// requests keep arriving the batch waits for them, and once they stop it still waits for as
+    /// many requests as the previous batch held (its clients are sending again), within the
+    /// window. A lone request with nothing before it (`expected` 1) runs at once: an idle
+    /// server's latency does not change.
+    fn next(&self) -> Next {
+        if self.full || self.waited >= self.window {
+            Next::Run
+        } else if self.grew {
+            Next::Parse
+        } else if self.jobs < self.expected {
+            Next::Listen
+        } else {
+            Next::Run
+        }
+    }
+}
+
 async fn batcher(
     mut requests: mpsc::Receiver<Job>,
     work: std::sync::mpsc::Sender<Batch>,
     permits: Arc<Semaphore>,
-    max_rows: usize,
-    delay: Duration,
+    policy: BatchPolicy,
+    last_batch_jobs: Arc<AtomicUsize>,
     queue_depth: Option<Gauge>,
 ) {
     let taken = || {
         if let Some(depth) = &queue_depth {
             depth.dec();
         }
+    };
+    let max_rows = policy.max_rows;
+    // The fixed delay, when set, replaces the window: it asks every batch to wait.
+    let window = if policy.delay.is_zero() {
+        policy.window
+    } else {
+        Duration::ZERO
     };
     let mut carried: Option<Job> = None;
     loop {
@@ -426,26 +509,72 @@ async fn batcher(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let deadline = tokio::time::Instant::from_std(first.enqueued + delay);
+        let free = Instant::now();
+        let deadline = tokio::time::Instant::from_std(first.enqueued + policy.delay);
         let mut rows = first.columns.rows;
         let mut jobs = vec![first];
-        while rows < max_rows {
-            let next = if delay.is_zero() {
-                requests.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(deadline, requests.recv())
+        // Adds `job` to the batch; a job that would overflow it is carried to the next one.
+        let mut add = |job: Job, rows: &mut usize, jobs: &mut Vec<Job>| {
+            taken();
+            if *rows + job.columns.rows > max_rows {
+                carried = Some(job);
+                return false;
+            }
+            *rows += job.columns.rows;
+            jobs.push(job);
+            true
+        };
+        if policy.delay.is_zero() {
+            let window_end = tokio::time::Instant::from_std(free + window);
+            // Requests in the batch when it was last looked at.
+            let mut seen = 0;
+            loop {
+                let mut fits = true;
+                while fits && rows < max_rows {
+                    let Ok(job) = requests.try_recv() else { break };
+                    fits = add(job, &mut rows, &mut jobs);
+                }
+                let gather = Gather {
+                    full: rows >= max_rows || !fits,
+                    jobs: jobs.len(),
+                    grew: jobs.len() > seen.max(1),
+                    expected: last_batch_jobs.load(Ordering::Relaxed),
+                    waited: free.elapsed(),
+                    window,
+                };
+                seen = jobs.len();
+                match gather.next() {
+                    Next::Run => break,
+                    // A yield, not a sleep (tokio's timers tick once a millisecond, as long as
+                    // the whole window): it runs every task that is ready and polls the sockets,
+                    // so the requests that arrived meanwhile are parsed and queued before the
+                    // next drain, microseconds later.
+                    Next::Parse => tokio::task::yield_now().await,
+                    // Nothing to parse: sleep rather than spin. The timer may end the window up
+                    // to a millisecond late, which only a batch short of clients pays.
+                    Next::Listen => {
+                        let next = tokio::time::timeout_at(window_end, requests.recv()).await;
+                        let Ok(Some(job)) = next else { break };
+                        if !add(job, &mut rows, &mut jobs) {
+                            break;
+                        }
+                    }
+                }
+            }
+            if !window.is_zero() {
+                last_batch_jobs.store(jobs.len(), Ordering::Relaxed);
+            }
+        } else {
+            while rows < max_rows {
+                let next = tokio::time::timeout_at(deadline, requests.recv())
                     .await
                     .ok()
-                    .flatten()
-            };
-            let Some(job) = next else { break };
-            taken();
-            if rows + job.columns.rows > max_rows {
-                carried = Some(job);
-                break;
+                    .flatten();
+                let Some(job) = next else { break };
+                if !add(job, &mut rows, &mut jobs) {
+                    break;
+                }
             }
-            rows += job.columns.rows;
-            jobs.push(job);
         }
         if work
             .send(Batch {
@@ -570,5 +699,212 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn gather(jobs: usize, grew: bool, expected: usize) -> Gather {
+        Gather {
+            full: false,
+            jobs,
+            grew,
+            expected,
+            waited: Duration::from_micros(10),
+            window: MS,
+        }
+    }
+
+    #[test]
+    fn a_lone_request_on_a_quiet_server_runs_at_once() {
+        assert_eq!(gather(1, false, 1).next(), Next::Run);
+    }
+
+    #[test]
+    fn a_growing_batch_waits_for_the_requests_still_arriving() {
+        // More than one request found: concurrency, even with nothing seen before.
+        assert_eq!(gather(2, true, 1).next(), Next::Parse);
+        // Still growing past the previous batch's size.
+        assert_eq!(gather(40, true, 8).next(), Next::Parse);
+    }
+
+    #[test]
+    fn a_batch_that_stopped_growing_runs_once_the_last_batch_is_matched() {
+        assert_eq!(gather(2, false, 1).next(), Next::Run);
+        assert_eq!(gather(8, false, 8).next(), Next::Run);
+        assert_eq!(gather(9, false, 8).next(), Next::Run);
+        // The previous batch's clients are not all back yet.
+        assert_eq!(gather(5, false, 8).next(), Next::Listen);
+        assert_eq!(gather(1, false, 64).next(), Next::Listen);
+    }
+
+    #[test]
+    fn a_full_batch_runs_at_once() {
+        let full = Gather {
+            full: true,
+            ..gather(3, true, 64)
+        };
+        assert_eq!(full.next(), Next::Run);
+    }
+
+    #[test]
+    fn the_window_bounds_the_wait() {
+        for (grew, expected) in [(true, 1), (false, 64)] {
+            let at_bound = Gather {
+                waited: MS,
+                ..gather(3, grew, expected)
+            };
+            assert_eq!(at_bound.next(), Next::Run);
+        }
+    }
+
+    #[test]
+    fn no_window_runs_what_is_there() {
+        let off = Gather {
+            window: Duration::ZERO,
+            waited: Duration::ZERO,
+            ..gather(3, true, 64)
+        };
+        assert_eq!(off.next(), Next::Run);
+    }
+
+    /// The batcher on its own: a queue, a permit, and the batches it sends.
+    struct Harness {
+        queue: mpsc::Sender<Job>,
+        batches: std::sync::mpsc::Receiver<Batch>,
+        permits: Arc<Semaphore>,
+        last_batch_jobs: Arc<AtomicUsize>,
+        replies: Vec<oneshot::Receiver<Result<Predictions, String>>>,
+    }
+
+    impl Harness {
+        /// Starts a batcher on the current (single-threaded) runtime; `last_batch_jobs` is the
+        /// concurrency it has seen before.
+        fn start(window: Duration, last_batch_jobs: usize) -> Harness {
+            let (queue, requests) = mpsc::channel(64);
+            let (work, batches) = std::sync::mpsc::channel();
+            let permits = Arc::new(Semaphore::new(1));
+            let last_batch_jobs = Arc::new(AtomicUsize::new(last_batch_jobs));
+            tokio::spawn(batcher(
+                requests,
+                work,
+                permits.clone(),
+                BatchPolicy {
+                    max_rows: 64,
+                    delay: Duration::ZERO,
+                    window,
+                },
+                last_batch_jobs.clone(),
+                None,
+            ));
+            Harness {
+                queue,
+                batches,
+                permits,
+                last_batch_jobs,
+                replies: Vec::new(),
+            }
+        }
+
+        async fn send(&mut self) {
+            let (reply, answer) = oneshot::channel();
+            self.replies.push(answer);
+            let job = Job {
+                columns: Columns {
+                    rows: 1,
+                    data: Vec::new(),
+                },
+                enqueued: Instant::now(),
+                reply,
+            };
+            assert!(self.queue.send(job).await.is_ok());
+        }
+
+        /// Lets the batcher run `rounds` times; true if it sent no batch meanwhile.
+        async fn idle(&self, rounds: usize) -> bool {
+            for _ in 0..rounds {
+                tokio::task::yield_now().await;
+            }
+            self.batches.try_recv().is_err()
+        }
+
+        /// The next batch's size. The guard only stops a broken batcher from hanging the test;
+        /// the windows below are far longer, so a batch that waited for its window fails here.
+        async fn next_batch(&self) -> usize {
+            let wait = async {
+                loop {
+                    if let Ok(batch) = self.batches.try_recv() {
+                        return batch.jobs.len();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(60), wait)
+                .await
+                .expect("a batch within the guard")
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_lone_request_is_not_held_for_the_window() {
+        let mut harness = Harness::start(HOUR, 1);
+        harness.send().await;
+        assert_eq!(harness.next_batch().await, 1);
+        assert_eq!(harness.last_batch_jobs.load(Ordering::Relaxed), 1);
+        assert_eq!(harness.replies.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_queued_behind_a_busy_thread_form_one_batch() {
+        let mut harness = Harness::start(HOUR, 1);
+        let busy = harness.permits.clone().acquire_owned().await.unwrap();
+        for _ in 0..5 {
+            harness.send().await;
+        }
+        assert!(harness.idle(10).await, "no batch while the thread is busy");
+        drop(busy);
+        assert_eq!(harness.next_batch().await, 5);
+        // The batch remembers the concurrency, which turns the direct path off.
+        assert_eq!(harness.last_batch_jobs.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_for_the_clients_of_the_last_one() {
+        let mut harness = Harness::start(HOUR, 3);
+        harness.send().await;
+        assert!(harness.idle(10).await, "one of three: keeps gathering");
+        harness.send().await;
+        assert!(harness.idle(10).await, "two of three: keeps gathering");
+        harness.send().await;
+        assert_eq!(harness.next_batch().await, 3);
+    }
+
+    #[tokio::test]
+    async fn concurrency_that_stops_is_forgotten_after_one_window() {
+        // A short window: the lone request after a burst waits it out once, then the batcher
+        // is back to running lone requests at once.
+        let mut harness = Harness::start(Duration::from_millis(5), 8);
+        harness.send().await;
+        assert_eq!(harness.next_batch().await, 1);
+        assert_eq!(harness.last_batch_jobs.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_window_the_batcher_keeps_the_direct_path_on() {
+        let mut harness = Harness::start(Duration::ZERO, 1);
+        let busy = harness.permits.clone().acquire_owned().await.unwrap();
+        for _ in 0..4 {
+            harness.send().await;
+        }
+        assert!(harness.idle(10).await);
+        drop(busy);
+        assert_eq!(harness.next_batch().await, 4);
+        assert_eq!(harness.last_batch_jobs.load(Ordering::Relaxed), 1);
     }
 }

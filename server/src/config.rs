@@ -38,10 +38,18 @@ pub struct Config {
     #[arg(long, env = "FLYWHEEL_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
 
-    /// How long a batch waits for more requests after the first one arrives. 0 batches only
-    /// what queued up while the inference threads were busy, which adds no latency when idle.
+    /// How long a batch waits for more requests after the first one arrives, every time, even
+    /// on an idle server. 0 (the default) leaves the waiting to --batch-window-micros.
     #[arg(long, env = "FLYWHEEL_MAX_BATCH_DELAY_MICROS", default_value_t = 0)]
     pub max_batch_delay_micros: u64,
+
+    /// The adaptive batch window, used when --max-batch-delay-micros is 0: once requests are
+    /// seen arriving together, a batch keeps gathering while more keep arriving, or until it
+    /// holds as many requests as the previous batch, for at most this long after a thread is
+    /// free. A lone request on a quiet server still runs at once. 0 turns the window off:
+    /// batches then take only what queued up while the inference threads were busy.
+    #[arg(long, env = "FLYWHEEL_BATCH_WINDOW_MICROS", default_value_t = 1000)]
+    pub batch_window_micros: u64,
 
     /// Requests waiting for inference before new ones are refused with 429.
     #[arg(long, env = "FLYWHEEL_MAX_QUEUE_SIZE", default_value_t = 1024)]
@@ -143,6 +151,7 @@ impl Config {
             listen: "127.0.0.1:0".to_string(),
             max_batch_size: 64,
             max_batch_delay_micros: 0,
+            batch_window_micros: 1000,
             max_queue_size: 1024,
             max_instances: 4096,
             max_body_bytes: 8 * 1024 * 1024,
@@ -172,6 +181,10 @@ impl Config {
 
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_micros(self.max_batch_delay_micros)
+    }
+
+    pub fn batch_window(&self) -> Duration {
+        Duration::from_micros(self.batch_window_micros)
     }
 
     /// How often the model folder is checked for a new version; `None` when watching is off.
