@@ -40,6 +40,17 @@ pub struct ModelCard {
     pub lineage: Lineage,
 }
 
+impl ModelCard {
+    /// The raw inputs that are categories: what production error is sliced by.
+    pub fn categorical_inputs(&self) -> Vec<String> {
+        self.inputs
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Categorical)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
 /// One raw column the model takes: an ONNX input of shape `[N, 1]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputColumn {
@@ -63,6 +74,17 @@ pub enum ColumnKind {
     Categorical,
     /// true/false; the ONNX input is float32 0/1.
     Boolean,
+}
+
+impl ColumnKind {
+    /// The name as written in model cards and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnKind::Numeric => "numeric",
+            ColumnKind::Categorical => "categorical",
+            ColumnKind::Boolean => "boolean",
+        }
+    }
 }
 
 /// The ONNX outputs' names.

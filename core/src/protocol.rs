@@ -219,17 +219,13 @@ pub fn trial_arguments(
         feature_cache,
     } = *place;
     let params = serde_json::to_string(&trial.params).unwrap_or_else(|_| "{}".to_string());
-    let task = serde_json::to_value(spec.dataset.task)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| "auto".to_string());
     // One seed for every trial of the study: it fixes the holdout split, so trials are ranked
     // on the same validation rows rather than on luckier or harder splits.
     let seed = crate::study::study_seed(spec, study);
     let mut args = vec![
         format!("--dataset={dataset_uri}"),
         format!("--target={}", spec.dataset.target),
-        format!("--task={task}"),
+        format!("--task={}", spec.dataset.task.as_str()),
         format!("--metric={}", spec.objective.metric.as_str()),
         format!("--family={}", trial.family),
         format!("--params={params}"),

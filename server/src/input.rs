@@ -11,14 +11,6 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::model::{ColumnData, Columns, ModelSpec};
 
-fn kind_name(kind: ColumnKind) -> &'static str {
-    match kind {
-        ColumnKind::Numeric => "numeric",
-        ColumnKind::Categorical => "categorical",
-        ColumnKind::Boolean => "boolean",
-    }
-}
-
 fn describe(value: &Value) -> String {
     let text = value.to_string();
     let kind = match value {
@@ -55,7 +47,7 @@ fn to_f32(column: &InputColumn, number: f64, field: &str) -> Result<f32, ApiErro
             format!(
                 "column '{}' is {}: {number} is outside the float32 range",
                 column.name,
-                kind_name(column.kind)
+                column.kind.as_str()
             ),
         ));
     }
@@ -115,7 +107,7 @@ fn push_cell(
                 format!(
                     "column '{}' is {}: expected {expected}{null}, got {}",
                     column.name,
-                    kind_name(kind),
+                    kind.as_str(),
                     describe(other)
                 ),
             ))
@@ -248,7 +240,7 @@ fn push_object(
                 format!(
                     "missing column '{}' ({}{})",
                     column.name,
-                    kind_name(column.kind),
+                    column.kind.as_str(),
                     if column.nullable {
                         "; send null for a missing value"
                     } else {
@@ -402,7 +394,7 @@ pub fn from_tensors(
                 at("datatype"),
                 format!(
                     "{known}input '{name}' is {}: expected datatype {}, got {datatype}",
-                    kind_name(column.kind),
+                    column.kind.as_str(),
                     accepted.join(" or ")
                 ),
             ));
@@ -453,7 +445,7 @@ pub fn from_tensors(
                 format!(
                     "missing input '{}' ({}); the model takes [{}]",
                     column.name,
-                    kind_name(column.kind),
+                    column.kind.as_str(),
                     column_list(spec)
                 ),
             ));

@@ -87,14 +87,6 @@ enum Source {
     Missing(ColumnKind),
 }
 
-fn kind_name(kind: ColumnKind) -> &'static str {
-    match kind {
-        ColumnKind::Numeric => "numeric",
-        ColumnKind::Categorical => "categorical",
-        ColumnKind::Boolean => "boolean",
-    }
-}
-
 /// Matches the shadow's input columns to the primary's by name.
 fn plan(primary: &ModelSpec, shadow: &ModelSpec) -> Result<Vec<Source>, String> {
     shadow
@@ -116,8 +108,8 @@ fn plan(primary: &ModelSpec, shadow: &ModelSpec) -> Result<Vec<Source>, String> 
                         Err(format!(
                             "column '{}' is {} for the shadow but {} for the primary",
                             column.name,
-                            kind_name(column.kind),
-                            theirs.map_or("absent", kind_name)
+                            column.kind.as_str(),
+                            theirs.map_or("absent", ColumnKind::as_str)
                         ))
                     }
                 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flywheel_store::moto::MotoServer;
+use flywheel_store::moto::{MotoServer, with_s3_env};
 use flywheel_store::{Bytes, Location, Store};
 use serde_json::{Value, json};
 
@@ -58,10 +58,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .stdin(Stdio::null());
-        for key in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"] {
-            command.env_remove(key);
-        }
-        command.envs(env.iter().map(|(k, v)| (k, v)));
+        with_s3_env(&mut command, env);
         Server {
             child: command.spawn().expect("start flywheel-server"),
             base: format!("http://127.0.0.1:{port}"),
@@ -299,16 +296,13 @@ async fn missing_credentials_stop_the_server_with_the_fix() {
         "http://127.0.0.1:9".to_string(),
     )];
     let mut command = Command::new(env!("CARGO_BIN_EXE_flywheel-server"));
-    command
-        .args([
-            "--model-dir",
-            "s3://models/prod/iris",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .envs(endpoint_only);
+    command.args([
+        "--model-dir",
+        "s3://models/prod/iris",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    with_s3_env(&mut command, &endpoint_only);
     let out = command.output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

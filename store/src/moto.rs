@@ -25,6 +25,29 @@ pub struct MotoServer {
     port: u16,
 }
 
+/// Every variable the AWS SDKs read S3 settings or credentials from.
+const AWS_VARIABLES: [&str; 10] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+];
+
+/// Gives `command` exactly the S3 settings `env` (e.g. [`MotoServer::env`], or none): nothing
+/// from the environment the tests run in, so a developer's own credentials never leak in.
+pub fn with_s3_env<'a>(command: &'a mut Command, env: &[(String, String)]) -> &'a mut Command {
+    for key in AWS_VARIABLES {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)))
+}
+
 /// The repository root (this crate lives in `<root>/store`).
 pub fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

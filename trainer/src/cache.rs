@@ -52,7 +52,7 @@ impl CacheKey {
         key.field(dataset_digest);
         key.field(format);
         key.field(target);
-        key.field(task_name(task));
+        key.field(task.as_str());
         key
     }
 
@@ -77,7 +77,7 @@ impl CacheKey {
 
     /// The key as 64 hex digits: the entry's name.
     pub fn id(&self) -> String {
-        hex(&self.bytes())
+        crate::data::hex(&self.bytes())
     }
 }
 
@@ -148,19 +148,6 @@ impl FeatureCache {
         } else {
             self.store.put_if_absent(&location, bytes)
         }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn task_name(task: Task) -> &'static str {
-    match task {
-        Task::Auto => "auto",
-        Task::Binary => "binary",
-        Task::Multiclass => "multiclass",
-        Task::Regression => "regression",
     }
 }
 

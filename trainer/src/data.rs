@@ -72,11 +72,18 @@ fn fetch_object(uri: &str) -> Result<Source> {
     Ok(source(uri, bytes.to_vec()))
 }
 
+/// `bytes` as lowercase hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of `bytes`, hex: how datasets and their parts are named.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 fn source(uri: &str, bytes: Vec<u8>) -> Source {
-    let digest = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = sha256_hex(&bytes);
     Source {
         uri: uri.to_string(),
         bytes,

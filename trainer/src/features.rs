@@ -168,6 +168,14 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// A matrix of equally long `columns` (no rows when there are no columns).
+    pub fn from_columns(columns: Vec<Vec<f32>>) -> Matrix {
+        Matrix {
+            rows: columns.first().map_or(0, Vec::len),
+            columns,
+        }
+    }
+
     pub fn width(&self) -> usize {
         self.columns.len()
     }

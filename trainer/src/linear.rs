@@ -608,10 +608,7 @@ mod tests {
     use super::*;
 
     fn matrix(columns: Vec<Vec<f32>>) -> Matrix {
-        Matrix {
-            rows: columns[0].len(),
-            columns,
-        }
+        Matrix::from_columns(columns)
     }
 
     #[test]

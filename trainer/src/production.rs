@@ -76,11 +76,7 @@ pub fn append(
     table.rows += rows.len();
     Ok(Some(Appended {
         rows: rows.len() as u64,
-        digest: hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        digest: crate::data::hex(&hasher.finalize()),
     }))
 }
 

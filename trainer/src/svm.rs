@@ -446,10 +446,7 @@ mod tests {
     use super::*;
 
     fn matrix(columns: Vec<Vec<f32>>) -> Matrix {
-        Matrix {
-            rows: columns[0].len(),
-            columns,
-        }
+        Matrix::from_columns(columns)
     }
 
     fn margin(model: &LinearModel, k: usize, x: &[f64]) -> f64 {

@@ -451,14 +451,6 @@ fn artifact_uri(output: &Output) -> String {
     }
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| TrainerError::Internal(format!("failed to serialise json: {e}")))
@@ -510,7 +502,9 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     };
     // The model learnt from the table and the production rows: both name its data.
     let dataset_digest = match &production {
-        Some(appended) => hex_sha256(format!("{}+{}", source.digest, appended.digest).as_bytes()),
+        Some(appended) => {
+            data::sha256_hex(format!("{}+{}", source.digest, appended.digest).as_bytes())
+        }
         None => source.digest.clone(),
     };
     timings.load_seconds = started.elapsed().as_secs_f64();
@@ -518,7 +512,7 @@ pub fn run(args: &Args) -> Result<TrialResult> {
         return Err(TrainerError::bad_input(format!(
             "family {} cannot learn a {} task",
             plan.family,
-            task_name(data.task)
+            data.task.as_str()
         )));
     }
     if let Some(metric) = plan.metric
@@ -527,14 +521,14 @@ pub fn run(args: &Args) -> Result<TrialResult> {
         return Err(TrainerError::bad_input(format!(
             "metric {} does not apply to a {} task",
             metric.as_str(),
-            task_name(data.task)
+            data.task.as_str()
         )));
     }
     eprintln!(
         "loaded {} rows, {} features, task {}",
         data.rows,
         data.features.len(),
-        task_name(data.task)
+        data.task.as_str()
     );
 
     let Fitted {
@@ -680,15 +674,6 @@ fn holdout_document(data: &Dataset, valid: &[usize], prediction: &Prediction) ->
                 .collect(),
             probabilities: None,
         },
-    }
-}
-
-fn task_name(task: Task) -> &'static str {
-    match task {
-        Task::Auto => "auto",
-        Task::Binary => "binary",
-        Task::Multiclass => "multiclass",
-        Task::Regression => "regression",
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 
 use flywheel_core::protocol::exit_code;
 use flywheel_core::search::space::Task;
-use flywheel_store::moto::MotoServer;
+use flywheel_store::moto::{MotoServer, with_s3_env};
 use flywheel_store::{BlockingStore, Location};
 use flywheel_trainer::cache::{CacheKey, FeatureCache, Lookup};
 use flywheel_trainer::data::{self, Dataset};
@@ -130,21 +130,7 @@ fn trainer_with_s3(cache: &str, env: &[(String, String)]) -> (i32, String) {
             "FLYWHEEL_TERMINATION_LOG",
             dir.path().join("termination-log"),
         );
-    for key in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    ] {
-        command.env_remove(key);
-    }
-    command.envs(env.iter().map(|(k, v)| (k, v)));
+    with_s3_env(&mut command, env);
     let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use flywheel_core::model_card::ModelCard;
 use flywheel_core::protocol::{FailureReason, Outcome, TrialResult, exit_code};
-use flywheel_store::moto::MotoServer;
+use flywheel_store::moto::{MotoServer, with_s3_env};
 use flywheel_store::{BlockingStore, Location};
 use sha2::{Digest, Sha256};
 
@@ -43,22 +43,7 @@ fn trainer(dataset: &str, output: &str, env: &[(String, String)]) -> Run {
         .args(["--target", "species", "--family", "decision_tree"])
         .env("FLYWHEEL_TERMINATION_LOG", &termination)
         .env("TMPDIR", &tmp);
-    // Only what the test gives: nothing from the environment the tests run in.
-    for key in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    ] {
-        command.env_remove(key);
-    }
-    command.envs(env.iter().map(|(k, v)| (k, v)));
+    with_s3_env(&mut command, env);
     let out = command.output().expect("run flywheel-trainer");
     // (ONNX Runtime may leave files of its own there; only the trainer's staging counts.)
     let leftovers: Vec<_> = std::fs::read_dir(&tmp)

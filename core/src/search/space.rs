@@ -133,6 +133,18 @@ pub enum Task {
     Regression,
 }
 
+impl Task {
+    /// The name as written in manifests and passed to trials.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Auto => "auto",
+            Task::Binary => "binary",
+            Task::Multiclass => "multiclass",
+            Task::Regression => "regression",
+        }
+    }
+}
+
 /// A hyper-parameter value: what a sampler suggests and a trainer receives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

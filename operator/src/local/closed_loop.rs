@@ -12,7 +12,7 @@ use flywheel_core::api::{RetrainingPolicy, Study};
 use flywheel_core::feedback::{self, Labelled, LogRecord};
 use flywheel_core::gate::{self, GateDecision, GateSettings};
 use flywheel_core::k8s_openapi::jiff::Timestamp;
-use flywheel_core::model_card::{ColumnKind, ModelCard};
+use flywheel_core::model_card::ModelCard;
 use flywheel_core::retraining::{self, Retraining, ServingState, Trigger};
 use flywheel_core::search::space::Task;
 
@@ -142,14 +142,13 @@ pub fn plan_retraining(
         return Ok(RetrainDecision::Hold(state));
     };
 
-    let categorical: Vec<String> = parent
-        .card
-        .inputs
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Categorical)
-        .map(|c| c.name.clone())
-        .collect();
-    let slices = feedback::error_slices(&rows, &categorical, regression, 5, 5);
+    let slices = feedback::error_slices(
+        &rows,
+        &parent.card.categorical_inputs(),
+        regression,
+        feedback::SLICE_MIN_SAMPLES,
+        feedback::SLICE_LIMIT,
+    );
     let root = parent_dir.parent().unwrap_or(Path::new("."));
     let generation = retraining::next_generation(&parent.study.spec);
     let child_name = retraining::child_name(&parent.name, generation);

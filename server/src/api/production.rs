@@ -9,7 +9,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use flywheel_core::feedback::{self, LogRecord, ProductionSummary};
-use flywheel_core::model_card::ColumnKind;
 use flywheel_core::search::space::Task;
 use flywheel_store::{Location, Store};
 use serde::Deserialize;
@@ -64,18 +63,12 @@ pub async fn production(
     let records = read_archive(&archive).await?;
     let spec = model.spec();
     let card = &spec.card;
-    let categorical: Vec<String> = card
-        .inputs
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Categorical)
-        .map(|c| c.name.clone())
-        .collect();
     let records = feedback::logged_until(records, until);
     Ok(Json(feedback::summarize_production(
         &records,
         &spec.name,
         &card.version,
-        &categorical,
+        &card.categorical_inputs(),
         card.task == Task::Regression,
         until.map(|t| t.to_string()),
     )))
