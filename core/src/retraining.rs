@@ -158,7 +158,24 @@ pub fn child_study(
     policy: &RetrainingPolicy,
     retraining: Retraining,
 ) -> Study {
-    let generation = next_generation(parent);
+    child_study_at(
+        parent_name,
+        parent,
+        policy,
+        retraining,
+        next_generation(parent),
+    )
+}
+
+/// [`child_study`] as generation `generation` of the family: past the parent's next one when
+/// earlier attempts on the same parent were spent (their candidates rejected, or no winner).
+pub fn child_study_at(
+    parent_name: &str,
+    parent: &StudySpec,
+    policy: &RetrainingPolicy,
+    retraining: Retraining,
+    generation: u32,
+) -> Study {
     let mut spec = parent.clone();
     spec.dataset.uri = retraining.dataset_uri;
     if let Some(budget) = &policy.budget {

@@ -1888,3 +1888,139 @@ fn best_trial_carries_what_promotion_needs() {
     assert_eq!(best.params, depth(1));
     assert_eq!(best.metrics.get("accuracy"), Some(&0.5));
 }
+
+const NO_GPU: &str = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.";
+
+/// A pending trial whose pod the scheduler cannot place.
+fn unschedulable(index: u32) -> ObservedTrial {
+    let mut t = trial(index, TrialPhase::Pending);
+    t.status.conditions.push(flywheel_core::api::condition(
+        flywheel_core::api::SCHEDULED,
+        false,
+        flywheel_core::api::UNSCHEDULABLE,
+        NO_GPU,
+        None,
+        &at(10),
+    ));
+    t
+}
+
+/// A trial that failed because it was never placed before its deadline.
+fn never_scheduled(index: u32) -> ObservedTrial {
+    let mut t = unschedulable(index);
+    t.status.phase = TrialPhase::Failed;
+    t.status.reason = Some(flywheel_core::api::UNSCHEDULABLE.into());
+    t.status.message = Some(format!(
+        "the trial was never scheduled within trialTimeoutSeconds: {NO_GPU}"
+    ));
+    t
+}
+
+#[test]
+fn unschedulable_trials_show_on_the_study_until_they_get_nodes() {
+    let mut spec = spec();
+    spec.budget.parallelism = Some(2);
+    let plan = simple(&spec, None, &[unschedulable(0), unschedulable(1)], 100);
+    assert!(!plan.finished);
+    let waiting = condition(&plan.status, condition_type::TRIALS_SCHEDULABLE);
+    assert_eq!(
+        (waiting.status.as_str(), waiting.reason.as_str()),
+        ("False", reason::UNSCHEDULABLE)
+    );
+    assert_eq!(
+        waiting.message,
+        format!("iris-0, iris-1 cannot be scheduled: {NO_GPU}")
+    );
+    assert_eq!(
+        true_reason(&plan.status),
+        Some(reason::RUNNING),
+        "the phase condition is unaffected"
+    );
+
+    // A node arrived: the condition turns True, and stays (a study that never waited has none).
+    let placed = simple(
+        &spec,
+        Some(&plan.status),
+        &[running(0, 150), running(1, 150)],
+        200,
+    );
+    let cleared = condition(&placed.status, condition_type::TRIALS_SCHEDULABLE);
+    assert_eq!(
+        (cleared.status.as_str(), cleared.reason.as_str()),
+        ("True", reason::SCHEDULED)
+    );
+    assert_eq!(cleared.last_transition_time, at(200));
+    let never_waited = simple(&spec, None, &[running(0, 150), running(1, 150)], 200);
+    assert!(
+        !never_waited
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition_type::TRIALS_SCHEDULABLE)
+    );
+}
+
+#[test]
+fn a_study_whose_trials_never_started_fails_unschedulable() {
+    let mut spec = spec();
+    spec.budget.parallelism = Some(2);
+    spec.budget.trial_timeout_seconds = Some(600);
+    // The first trial hit its deadline without a node; the study ends at once, naming the
+    // scheduler's reason, and stops the one still waiting.
+    let plan = simple(&spec, None, &[never_scheduled(0), unschedulable(1)], 700);
+    assert!(plan.finished);
+    assert_eq!(plan.status.phase, StudyPhase::Failed);
+    let failed = condition(&plan.status, condition_type::FAILED);
+    assert_eq!(failed.reason, reason::UNSCHEDULABLE);
+    assert!(
+        failed
+            .message
+            .starts_with("no trial could be scheduled (iris-0)")
+            && failed.message.ends_with(NO_GPU),
+        "{}",
+        failed.message
+    );
+    assert_eq!(plan.stop.len(), 1);
+    assert_eq!(
+        (plan.stop[0].name.as_str(), plan.stop[0].reason.as_str()),
+        ("iris-1", reason::STUDY_FAILED)
+    );
+    assert!(plan.create.is_empty());
+
+    // The budget spent on such trials is the scheduler's doing too, not BudgetExhausted.
+    spec.budget.max_trials = 2;
+    let spent = simple(&spec, None, &[never_scheduled(0), never_scheduled(1)], 1300);
+    assert_eq!(
+        condition(&spent.status, condition_type::FAILED).reason,
+        reason::UNSCHEDULABLE
+    );
+
+    // Without a trial timeout the study's own timeout ends the wait, with the same reason.
+    spec.budget.max_trials = 5;
+    spec.budget.trial_timeout_seconds = None;
+    spec.budget.timeout_seconds = Some(300);
+    let started = simple(&spec, None, &[unschedulable(0), unschedulable(1)], 0);
+    let waited = simple(
+        &spec,
+        Some(&started.status),
+        &[unschedulable(0), unschedulable(1)],
+        400,
+    );
+    let failed = condition(&waited.status, condition_type::FAILED);
+    assert_eq!(failed.reason, reason::UNSCHEDULABLE);
+    assert!(
+        failed.message.contains("timeout of 300s"),
+        "{}",
+        failed.message
+    );
+}
+
+#[test]
+fn an_unschedulable_trial_in_a_study_that_ran_others_is_an_ordinary_failure() {
+    let mut spec = spec();
+    spec.budget.parallelism = Some(2);
+    // Capacity was there before (trial 0 ran): one trial's bad luck does not end the study.
+    let plan = simple(&spec, None, &[succeeded(0, 0.9), never_scheduled(1)], 700);
+    assert!(!plan.finished);
+    assert_eq!(plan.create.len(), 2);
+}

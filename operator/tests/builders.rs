@@ -170,7 +170,7 @@ fn custom_images_keep_their_command_and_get_the_protocol_as_env() {
 #[test]
 fn model_deployments_become_a_probed_server_deployment_and_a_service() {
     let md = model_deployment("  replicas: 3\n  resources: {limits: {cpu: '1', memory: 512Mi}}\n");
-    let deployment = server_deployment(&md, &serving_config());
+    let deployment = server_deployment(&md, &serving_config()).unwrap();
     assert_eq!(deployment.metadata.name.as_deref(), Some("churn"));
     let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
@@ -246,9 +246,14 @@ fn model_deployments_become_a_probed_server_deployment_and_a_service() {
 
     // A new version changes only the pod template annotation (a rolling update).
     let mut next = md.clone();
-    next.spec.model.version = "churn-9".into();
-    next.spec.model.uri = "file:///artifacts/ml/churn/churn-9".into();
-    let rolled = server_deployment(&next, &serving_config());
+    let model = next.spec.model.as_mut().unwrap();
+    model.version = "churn-9".into();
+    model.uri = "file:///artifacts/ml/churn/churn-9".into();
+    let rolled = server_deployment(&next, &serving_config()).unwrap();
     assert_ne!(rolled.spec.as_ref().unwrap().template, spec.template);
     assert_eq!(rolled.spec.as_ref().unwrap().selector, spec.selector);
+
+    // Without a model there is nothing to run: no Deployment rather than a crash-looping one.
+    next.spec.model = None;
+    assert!(server_deployment(&next, &serving_config()).is_none());
 }

@@ -183,7 +183,7 @@ fn built_objects() -> Vec<(String, Value)> {
         for (name, md) in [("served", &served), ("shadowed", &shadowed)] {
             objects.push((
                 format!("deployment-{name}-{store}"),
-                serde_json::to_value(server_deployment(md, &serving)).unwrap(),
+                serde_json::to_value(server_deployment(md, &serving).unwrap()).unwrap(),
             ));
         }
         objects.push((

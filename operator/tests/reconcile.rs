@@ -177,6 +177,16 @@ impl ApiServer {
     }
 }
 
+/// The condition of type `type_` in a status written by the operator.
+fn condition_of<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
 fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -711,6 +721,19 @@ async fn a_pruned_trial_loses_its_running_job() {
             job.clone(),
         )
         .await;
+    let running = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "penguins-0-x7k2p", "namespace": "ml", "creationTimestamp": "2026-05-28T10:00:00Z"},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "trial", "image": "t", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-05-28T10:00:05Z"}}}]}});
+    server
+        .expect(
+            Method::GET,
+            PODS,
+            &[TRIAL_SELECTOR],
+            200,
+            list("Pod", vec![running]),
+        )
+        .await;
     let delete = server
         .expect(Method::DELETE, &format!("{JOBS}/penguins-0"), &[], 200, job)
         .await;
@@ -734,6 +757,43 @@ async fn a_pruned_trial_loses_its_running_job() {
         )
         .await;
     finish(task, ctx, server).await;
+}
+
+#[tokio::test]
+async fn a_failed_trial_keeps_its_job_and_log_for_the_ttl() {
+    // The trial wrote a BadInput result and exited; the Job controller has not caught up yet
+    // and still counts the pod active.
+    let failed = TrialStatus {
+        phase: flywheel_core::api::TrialPhase::Failed,
+        reason: Some("BadInput".into()),
+        message: Some("column species not found".into()),
+        ..TrialStatus::default()
+    };
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(trial::reconcile(
+        Arc::new(trial_object(Some(failed))),
+        ctx.clone(),
+    ));
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "penguins-0", "namespace": "ml"},
+                     "status": {"active": 1}});
+    server
+        .expect(Method::GET, &format!("{JOBS}/penguins-0"), &[], 200, job)
+        .await;
+    let ended = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "penguins-0-x7k2p", "namespace": "ml", "creationTimestamp": "2026-05-28T10:00:00Z"},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "trial", "image": "t", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 2, "message": "{}"}}}]}});
+    server
+        .expect(
+            Method::GET,
+            PODS,
+            &[TRIAL_SELECTOR],
+            200,
+            list("Pod", vec![ended]),
+        )
+        .await;
+    // No DELETE and no JobDeleted Event: ttlSecondsAfterFinished removes the Job later.
+    assert_eq!(finish(task, ctx, server).await, Action::await_change());
 }
 
 fn model_deployment() -> ModelDeployment {
@@ -893,7 +953,7 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
     let deployments = "/apis/apps/v1/namespaces/ml/deployments";
     let services = "/api/v1/namespaces/ml/services";
     let mut md = model_deployment();
-    md.spec.model.study = Some("penguins".into());
+    md.spec.model.as_mut().unwrap().study = Some("penguins".into());
     md.spec.retraining = Some(serde_json::from_value(json!({"metricThreshold": 0.9})).unwrap());
     let (ctx, mut server) = context(false);
     let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
@@ -984,27 +1044,14 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
         .await;
     // The trigger fired: the next generation does not exist yet, so a ready server summarises
     // the archive as of the cut, and the retraining study is created from it.
-    server
-        .expect(
-            Method::GET,
-            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins-g1",
-            &[],
-            404,
-            not_found("penguins-g1"),
-        )
-        .await;
-    let until = Timestamp::from_second(NOW - 120).unwrap().to_string();
-    server
-        .expect(
-            Method::GET,
-            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/production",
-            &[("until", until.as_str())],
-            200,
-            json!({"model": "penguins", "until": until, "labelled_rows": 412, "serving_version": "penguins-1",
-                   "serving_rows": 400, "online": {"accuracy": 0.82},
-                   "error_slices": [{"column": "island", "value": "Dream", "samples": 90, "error": 0.4, "overallError": 0.18}]}),
-        )
-        .await;
+    let until = expect_archive_summary(
+        &mut server,
+        "penguins-g1",
+        json!({"model": "penguins", "labelled_rows": 412, "serving_version": "penguins-1",
+               "serving_rows": 400, "online": {"accuracy": 0.82},
+               "error_slices": [{"column": "island", "value": "Dream", "samples": 90, "error": 0.4, "overallError": 0.18}]}),
+    )
+    .await;
     let created = server
         .expect(
             Method::PATCH,
@@ -1067,12 +1114,7 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
     assert_eq!(status["labelledPredictions"], 400);
     // (300 × 0.9 + 100 × 0.6) / 400
     assert!((status["onlineMetrics"]["accuracy"].as_f64().unwrap() - 0.825).abs() < 1e-9);
-    let due = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == deployment::RETRAINING_DUE)
-        .unwrap();
+    let due = condition_of(status, deployment::RETRAINING_DUE);
     assert_eq!(
         (&due["status"], &due["reason"]),
         (&json!("True"), &json!("MetricThreshold"))
@@ -1096,9 +1138,120 @@ async fn a_retraining_policy_reads_every_server_and_flags_a_due_retraining() {
     );
 }
 
-/// The requests of a retraining ModelDeployment's reconcile up to its decisions: its
-/// Deployment and Service applied, one ready pod's stats (`stats`), the serving study read.
-async fn serve_and_poll(server: &mut ApiServer, stats: Value) {
+#[tokio::test]
+async fn unreadable_server_stats_make_retraining_unknown_loudly() {
+    let mut md = model_deployment();
+    md.spec.retraining = Some(serde_json::from_value(json!({"metricThreshold": 0.9})).unwrap());
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    expect_server_objects(&mut server).await;
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ml"},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods",
+            &[(
+                "labelSelector",
+                "app.kubernetes.io/name=flywheel-server,app.kubernetes.io/component=penguins",
+            )],
+            200,
+            list("Pod", vec![pod("penguins-a"), pod("penguins-b")]),
+        )
+        .await;
+    // One replica's proxy is forbidden; the other answers with a metric far below the
+    // threshold, which on its own would fire the policy.
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/stats",
+            &[],
+            403,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                   "message": "pods \"penguins-a\" is forbidden: User cannot get resource \"pods/proxy\""}),
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-b:8080/proxy/v1/models/penguins/stats",
+            &[],
+            200,
+            json!({"model": "penguins", "versions": [
+                {"model_version": "penguins-1", "role": "primary", "predictions": 900, "labelled": 300, "window": 300, "accuracy": 0.5}]}),
+        )
+        .await;
+    // No decision on half the feedback: no retraining study is looked up or created.
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status = &patch.body["status"];
+    let due = condition_of(status, deployment::RETRAINING_DUE);
+    assert_eq!(
+        (&due["status"], &due["reason"]),
+        (&json!("Unknown"), &json!(deployment::STATS_UNAVAILABLE))
+    );
+    let message = due["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 of 2")
+            && message.contains("penguins-a")
+            && message.contains("pods/proxy"),
+        "{message}"
+    );
+    assert!(status.get("onlineMetrics").is_none(), "{status}");
+    let event = server.expect_event("ml").await;
+    assert_eq!(
+        (&event["type"], &event["reason"]),
+        (&json!("Warning"), &json!(deployment::STATS_UNAVAILABLE))
+    );
+    let metrics = ctx.metrics.clone();
+    assert_eq!(
+        finish(task, ctx, server).await,
+        Action::requeue(deployment::STATS_REQUEUE)
+    );
+    assert!(
+        metrics.encode().contains(
+            r#"flywheel_operator_stats_poll_failures_total{namespace="ml",deployment="penguins"} 1"#
+        ),
+        "{}",
+        metrics.encode()
+    );
+}
+
+/// The retraining study `study` does not exist yet, so ready server penguins-a summarises the
+/// archive as of the cut, two minutes back; `summary` is its answer without the cut, which is
+/// returned.
+async fn expect_archive_summary(server: &mut ApiServer, study: &str, mut summary: Value) -> String {
+    server
+        .expect(
+            Method::GET,
+            &format!("/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/{study}"),
+            &[],
+            404,
+            not_found(study),
+        )
+        .await;
+    let until = Timestamp::from_second(NOW - 120).unwrap().to_string();
+    summary["until"] = json!(until);
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/production",
+            &[("until", until.as_str())],
+            200,
+            summary,
+        )
+        .await;
+    until
+}
+
+/// A first reconcile's Deployment and Service of ModelDeployment penguins: absent, applied.
+async fn expect_server_objects(server: &mut ApiServer) {
     let deployments = "/apis/apps/v1/namespaces/ml/deployments";
     let services = "/api/v1/namespaces/ml/services";
     for (collection, kind) in [(deployments, "deployment"), (services, "service")] {
@@ -1115,6 +1268,12 @@ async fn serve_and_poll(server: &mut ApiServer, stats: Value) {
             .expect_apply(&format!("{collection}/penguins"), "flywheel-operator")
             .await;
     }
+}
+
+/// The requests of a retraining ModelDeployment's reconcile up to its decisions: its
+/// Deployment and Service applied, one ready pod's stats (`stats`), the serving study read.
+async fn serve_and_poll(server: &mut ApiServer, stats: Value) {
+    expect_server_objects(server).await;
     server
         .expect(
             Method::GET,
@@ -1155,7 +1314,7 @@ async fn serve_and_poll(server: &mut ApiServer, stats: Value) {
 fn gated_deployment() -> ModelDeployment {
     let mut md = model_deployment();
     md.metadata.resource_version = Some("41".into());
-    md.spec.model.study = Some("penguins".into());
+    md.spec.model.as_mut().unwrap().study = Some("penguins".into());
     md.spec.retraining = Some(
         serde_json::from_value(
             json!({"metricThreshold": 0.5, "gate": {"samples": 100, "margin": 0.02}}),
@@ -1218,12 +1377,7 @@ async fn the_shadow_gate_promotes_a_better_candidate_in_one_conditional_patch() 
         )
         .await;
     let status = &patch.body["status"];
-    let gate = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == deployment::SHADOW_GATE)
-        .unwrap();
+    let gate = condition_of(status, deployment::SHADOW_GATE);
     assert_eq!(
         (&gate["status"], &gate["reason"]),
         (&json!("True"), &json!("Promoted"))
@@ -1238,7 +1392,7 @@ async fn the_shadow_gate_promotes_a_better_candidate_in_one_conditional_patch() 
     // Rolling back is setting spec.model to this.
     assert_eq!(
         status["previousModel"],
-        serde_json::to_value(&md.spec.model).unwrap()
+        serde_json::to_value(md.spec.model.as_ref().unwrap()).unwrap()
     );
     let event = server.expect_event("ml").await;
     assert_eq!(event["reason"], deployment::SHADOW_PROMOTED);
@@ -1306,12 +1460,7 @@ async fn the_shadow_gate_waits_for_evidence_then_rejects_a_candidate_no_better()
     let status = &patch.body["status"];
     assert_eq!(status["lastGate"]["decision"], "reject");
     assert!(status.get("previousModel").is_none(), "{status}");
-    let gate = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == deployment::SHADOW_GATE)
-        .unwrap();
+    let gate = condition_of(status, deployment::SHADOW_GATE);
     assert_eq!(
         (&gate["status"], &gate["reason"]),
         (&json!("False"), &json!("Rejected"))
@@ -1474,5 +1623,258 @@ async fn a_trial_past_its_timeout_is_stopped_with_the_version_that_was_listed() 
         )
         .await;
     server.expect_event("ml").await;
+    finish(task, ctx, server).await;
+}
+
+const NO_GPU: &str = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.";
+
+/// A trial whose pod the scheduler cannot place, as the Trial controller records it.
+fn unschedulable_trial(index: u32, failed: bool) -> Value {
+    let mut status: TrialStatus = serde_json::from_value(json!({
+        "phase": "Pending",
+        "conditions": [{"type": "Scheduled", "status": "False", "reason": "Unschedulable",
+                        "message": NO_GPU, "lastTransitionTime": "2026-05-28T10:00:00Z"}]}))
+    .unwrap();
+    if failed {
+        status.phase = flywheel_core::api::TrialPhase::Failed;
+        status.reason = Some("Unschedulable".into());
+        status.message = Some(format!(
+            "the trial was never scheduled within trialTimeoutSeconds: {NO_GPU}"
+        ));
+    }
+    trial_json(index, Some(status))
+}
+
+#[tokio::test]
+async fn unschedulable_trials_are_a_study_condition_and_a_warning() {
+    let budget = "{maxTrials: 4, parallelism: 2, trialTimeoutSeconds: 600}";
+    let trials = || {
+        list(
+            "Trial",
+            vec![unschedulable_trial(0, false), unschedulable_trial(1, false)],
+        )
+    };
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, None)),
+        ctx.clone(),
+    ));
+    server
+        .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, trials())
+        .await;
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    let status: StudyStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    let waiting = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TrialsSchedulable")
+        .unwrap();
+    assert_eq!(
+        (waiting.status.as_str(), waiting.reason.as_str()),
+        ("False", "Unschedulable")
+    );
+    assert_eq!(
+        waiting.message,
+        format!("penguins-0, penguins-1 cannot be scheduled: {NO_GPU}")
+    );
+    let warning = server.expect_event("ml").await;
+    assert_eq!(
+        (&warning["type"], &warning["reason"]),
+        (&json!("Warning"), &json!("Unschedulable"))
+    );
+    assert_eq!(warning["note"], waiting.message.as_str());
+    // The phase announcement names the phase's own reason, not the scheduling condition.
+    assert_eq!(server.expect_event("ml").await["reason"], "Running");
+    finish(task, ctx, server).await;
+
+    // The same trials still waiting: nothing to write, no second Warning.
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(study::reconcile(
+        Arc::new(study_object(budget, Some(&status))),
+        ctx.clone(),
+    ));
+    server
+        .expect(Method::GET, TRIALS, &[STUDY_SELECTOR], 200, trials())
+        .await;
+    finish(task, ctx, server).await;
+}
+
+#[tokio::test]
+async fn a_study_whose_trials_never_got_a_node_fails_unschedulable() {
+    let (ctx, mut server) = context(false);
+    let study = study_object(
+        "{maxTrials: 4, parallelism: 2, trialTimeoutSeconds: 600}",
+        None,
+    );
+    let task = tokio::spawn(study::reconcile(Arc::new(study), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            TRIALS,
+            &[STUDY_SELECTOR],
+            200,
+            list(
+                "Trial",
+                vec![unschedulable_trial(0, true), unschedulable_trial(1, false)],
+            ),
+        )
+        .await;
+    // The trial still waiting is stopped with the study's failure.
+    let put = server
+        .expect(
+            Method::PUT,
+            &format!("{TRIALS}/penguins-1/status"),
+            &[],
+            200,
+            trial_json(1, None),
+        )
+        .await;
+    let stopped: TrialStatus = serde_json::from_value(put.body["status"].clone()).unwrap();
+    assert_eq!(stopped.reason.as_deref(), Some("StudyFailed"));
+    server.expect_event("ml").await;
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins/status",
+            serde_json::to_value(study_object("{maxTrials: 1}", None)).unwrap(),
+        )
+        .await;
+    let status: StudyStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    assert_eq!(format!("{:?}", status.phase), "Failed");
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(failed.reason, "Unschedulable");
+    assert!(failed.message.ends_with(NO_GPU), "{}", failed.message);
+    // The phase's Event names the cause.
+    let ended = server.expect_event("ml").await;
+    assert_eq!(
+        (&ended["type"], &ended["reason"]),
+        (&json!("Warning"), &json!("Unschedulable"))
+    );
+    assert!(
+        ended["note"].as_str().unwrap().contains("Failed"),
+        "{ended}"
+    );
+    finish(task, ctx, server).await;
+}
+
+#[tokio::test]
+async fn a_model_deployment_without_a_model_runs_nothing_until_promotion() {
+    let mut md = model_deployment();
+    md.spec.model = None;
+    let (ctx, mut server) = context(true);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    // No Deployment (it could only crash-loop), no Service, no ServiceMonitor: only the status.
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let ready = condition_of(&patch.body["status"], deployment::READY);
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!(deployment::WAITING_FOR_MODEL))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("promotion.deployment: penguins")
+    );
+    assert!(patch.body["status"].get("servingVersion").is_none());
+    assert_eq!(finish(task, ctx, server).await, Action::await_change());
+
+    // Steady while waiting: not a single request.
+    md.status = Some(serde_json::from_value(patch.body["status"].clone()).unwrap());
+    let (ctx, server) = context(true);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md), ctx.clone()));
+    assert_eq!(finish(task, ctx, server).await, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_rejected_generation_does_not_block_the_next_one() {
+    let mut md = model_deployment();
+    md.spec.model.as_mut().unwrap().study = Some("penguins".into());
+    md.spec.retraining = Some(serde_json::from_value(json!({"metricThreshold": 0.9})).unwrap());
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    serve_and_poll(
+        &mut server,
+        json!({"model": "penguins", "versions": [
+            {"model_version": "penguins-1", "role": "primary", "predictions": 900, "labelled": 300, "window": 300, "accuracy": 0.6}]}),
+    )
+    .await;
+    // penguins-g1 succeeded and its candidate went to the shadow, which is empty again: the
+    // gate rejected it. The ModelDeployment is read afresh to be sure, then g2 starts.
+    let mut spent = serde_json::to_value(study_object("{maxTrials: 2}", None)).unwrap();
+    spent["metadata"]["name"] = json!("penguins-g1");
+    spent["status"] = json!({"phase": "Succeeded",
+        "trials": {"pending": 0, "running": 0, "succeeded": 2, "failed": 0, "pruned": 0},
+        "conditions": [{"type": "Promoted", "status": "True", "reason": "Shadow", "message": "",
+                        "lastTransitionTime": "2026-05-28T10:00:00Z"}]});
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins-g1",
+            &[],
+            200,
+            spent,
+        )
+        .await;
+    server
+        .expect(
+            Method::GET,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins",
+            &[],
+            200,
+            serde_json::to_value(&md).unwrap(),
+        )
+        .await;
+    expect_archive_summary(
+        &mut server,
+        "penguins-g2",
+        json!({"model": "penguins", "labelled_rows": 300, "serving_version": "penguins-1",
+               "serving_rows": 300, "online": {"accuracy": 0.6}, "error_slices": []}),
+    )
+    .await;
+    let created = server
+        .expect(
+            Method::PATCH,
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/studies/penguins-g2",
+            &[("fieldManager", "flywheel-retraining")],
+            201,
+            serde_json::to_value(study_object("{maxTrials: 2}", None)).unwrap(),
+        )
+        .await;
+    let child: Study = serde_json::from_value(created.body).unwrap();
+    assert_eq!(child.metadata.name.as_deref(), Some("penguins-g2"));
+    let origin = child.spec.origin.as_ref().unwrap();
+    assert_eq!(
+        (origin.parent_study.as_str(), origin.generation),
+        ("penguins", 2)
+    );
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    assert_eq!(patch.body["status"]["retrainingStudy"], "penguins-g2");
+    assert_eq!(
+        server.expect_event("ml").await["reason"],
+        deployment::RETRAINING_DUE
+    );
+    assert_eq!(
+        server.expect_event("ml").await["reason"],
+        deployment::RETRAINING_STARTED
+    );
     finish(task, ctx, server).await;
 }

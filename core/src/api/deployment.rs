@@ -25,8 +25,13 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {
-    /// The model to serve.
-    pub model: ModelRef,
+    /// The model to serve. Leave it out to serve whatever a Study promotes here (its
+    /// `promotion.deployment` names this ModelDeployment): until then no server runs and
+    /// `Ready` is `False` with reason `WaitingForModel`. Promotions and the shadow gate write
+    /// this field (field managers `flywheel-promotion`, `flywheel-gate`), so a manifest that
+    /// omits it can be re-applied without switching the served model back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
     /// Server replicas (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]

@@ -469,7 +469,11 @@ pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u64>,
-    /// Wall-clock limit for one trial.
+    /// Wall-clock limit for one trial, counted from its Job's start: time Pending (waiting
+    /// for a node, a GPU, an image) counts, as with Kubernetes' `activeDeadlineSeconds`, so a
+    /// trial the cluster cannot place ends instead of holding its slot forever. A trial that
+    /// was never scheduled fails `Unschedulable` with the scheduler's message, not
+    /// `TrialTimeout`. Give GPU studies on autoscaled pools time for a node to arrive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub trial_timeout_seconds: Option<u64>,

@@ -57,6 +57,13 @@ pub enum TrialOrigin {
     WarmStart,
 }
 
+/// Trial condition type telling whether the trial's pod could be placed on a node; `False`
+/// with reason [`UNSCHEDULABLE`] carries the scheduler's message.
+pub const SCHEDULED: &str = "Scheduled";
+/// The scheduler's reason for a pod it cannot place; also the reason of a trial (and a study)
+/// that ended because its pods were never placed.
+pub const UNSCHEDULABLE: &str = "Unschedulable";
+
 /// Observed state of a Trial.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -38,6 +38,15 @@
 //!      `GridExhausted`;
 //!   6. `timeoutSeconds` passed since `status.startTime`: `Timeout`.
 //!
+//!   A study none of whose trials ever started, with a trial that failed or waits because the
+//!   scheduler cannot place its pod, fails `Unschedulable` (ranked after 1-2, before 3) with
+//!   the scheduler's message, and any other failing ending of such a study carries that reason
+//!   too: the cause is the cluster's capacity, not the budget or the models.
+//! * **Scheduling.** While the study runs, pending trials whose `Scheduled` condition is
+//!   `False`/`Unschedulable` make the condition `TrialsSchedulable=False` (reason
+//!   `Unschedulable`, the trials and the scheduler's message); once it exists it turns `True`
+//!   when no pending trial waits for a node. It is absent for a study whose trials always
+//!   scheduled.
 //!   Endings 4 to 6 succeed when a trial qualifies as winner and fail otherwise; 2, 3 and 6
 //!   stop every pending or running trial (phase Pruned). When several hold, the first wins,
 //!   except that the ending already recorded in `previous` keeps winning while it holds: a
@@ -76,6 +85,11 @@ pub mod condition_type {
     pub const RUNNING: &str = "Running";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
+    /// Whether the pending trials' pods can be placed on nodes.
+    pub const TRIALS_SCHEDULABLE: &str = "TrialsSchedulable";
+
+    /// The conditions that describe the study's phase (one of them holds).
+    pub const PHASES: [&str; 3] = [RUNNING, SUCCEEDED, FAILED];
 }
 
 /// Machine-readable reasons: of the study conditions, and of the trials the plan stops.
@@ -89,6 +103,10 @@ pub mod reason {
     pub const TIMEOUT: &str = "Timeout";
     pub const TOO_MANY_FAILURES: &str = "TooManyFailures";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// No trial ever started: the scheduler cannot place the trials' pods.
+    pub const UNSCHEDULABLE: &str = crate::api::UNSCHEDULABLE;
+    /// `TrialsSchedulable=True`: no pending trial waits for a node.
+    pub const SCHEDULED: &str = "Scheduled";
 
     /// A trial ran past `trialTimeoutSeconds`.
     pub const TRIAL_TIMEOUT: &str = "TrialTimeout";
@@ -335,6 +353,40 @@ pub fn plan_with(
         );
     }
 
+    if !finished {
+        let waiting = study.unschedulable_pending();
+        let existing = conditions
+            .iter()
+            .any(|c| c.type_ == condition_type::TRIALS_SCHEDULABLE);
+        if !waiting.is_empty() {
+            let names: Vec<&str> = waiting.iter().map(|(name, _)| *name).collect();
+            let message = format!("{} cannot be scheduled: {}", names.join(", "), waiting[0].1);
+            api::set_condition(
+                &mut conditions,
+                api::condition(
+                    condition_type::TRIALS_SCHEDULABLE,
+                    false,
+                    reason::UNSCHEDULABLE,
+                    message,
+                    id.generation,
+                    &now,
+                ),
+            );
+        } else if existing {
+            api::set_condition(
+                &mut conditions,
+                api::condition(
+                    condition_type::TRIALS_SCHEDULABLE,
+                    true,
+                    reason::SCHEDULED,
+                    "no pending trial waits for a node",
+                    id.generation,
+                    &now,
+                ),
+            );
+        }
+    }
+
     let status = StudyStatus {
         phase,
         conditions,
@@ -432,9 +484,106 @@ struct Verdict {
 }
 
 impl StudyView<'_> {
+    /// Pending trials the scheduler cannot place, with its message.
+    fn unschedulable_pending(&self) -> Vec<(&str, &str)> {
+        self.trials
+            .iter()
+            .filter(|t| t.phase() == TrialPhase::Pending)
+            .filter_map(|t| {
+                t.status
+                    .conditions
+                    .iter()
+                    .find(|c| {
+                        c.type_ == api::SCHEDULED
+                            && c.status == "False"
+                            && c.reason == api::UNSCHEDULABLE
+                    })
+                    .map(|c| (t.name.as_str(), c.message.as_str()))
+            })
+            .collect()
+    }
+
+    /// Why the study cannot run, when no trial ever started and the scheduler is the reason:
+    /// trials failed `Unschedulable` or waiting for a node, with the scheduler's message.
+    /// The first element says whether a trial already failed for it.
+    fn unschedulable_cause(&self) -> Option<(bool, String)> {
+        let ever_started = self.trials.iter().any(|t| {
+            t.status.start_time.is_some()
+                || matches!(t.phase(), TrialPhase::Running | TrialPhase::Succeeded)
+        });
+        if ever_started {
+            return None;
+        }
+        let failed: Vec<&ObservedTrial> = self
+            .trials
+            .iter()
+            .copied()
+            .filter(|t| {
+                t.phase() == TrialPhase::Failed
+                    && t.status.reason.as_deref() == Some(api::UNSCHEDULABLE)
+            })
+            .collect();
+        if let Some(first) = failed.first() {
+            let names: Vec<&str> = failed.iter().map(|t| t.name.as_str()).collect();
+            return Some((
+                true,
+                format!(
+                    "no trial could be scheduled ({}): {}",
+                    names.join(", "),
+                    first.status.message.as_deref().unwrap_or("no node fits")
+                ),
+            ));
+        }
+        let waiting = self.unschedulable_pending();
+        let (_, message) = waiting.first()?;
+        let names: Vec<&str> = waiting.iter().map(|(name, _)| *name).collect();
+        Some((
+            false,
+            format!(
+                "no trial could be scheduled ({} waiting): {message}",
+                names.join(", ")
+            ),
+        ))
+    }
+
     /// Every ending that holds now, in order of precedence, each with the reason to stop active
     /// trials with (`None`: leave them, or there are none). Empty while the study goes on.
     fn endings(&self, timed_out: Option<u64>, exhausted: bool) -> Vec<End> {
+        let mut endings = self.endings_regardless_of_scheduling(timed_out, exhausted);
+        let Some((failed, cause)) = self.unschedulable_cause() else {
+            return endings;
+        };
+        // Any failing ending of a study that never ran a trial is the scheduler's doing.
+        for end in &mut endings {
+            if end.phase == StudyPhase::Failed {
+                end.reason = reason::UNSCHEDULABLE;
+                end.message = format!("{cause}; {}", end.message);
+            }
+        }
+        if failed {
+            let position = usize::from(
+                endings
+                    .first()
+                    .is_some_and(|e| e.reason == reason::GOAL_REACHED),
+            );
+            endings.insert(
+                position,
+                End {
+                    phase: StudyPhase::Failed,
+                    reason: reason::UNSCHEDULABLE,
+                    message: cause,
+                    stop_reason: Some(reason::STUDY_FAILED),
+                },
+            );
+        }
+        endings
+    }
+
+    fn endings_regardless_of_scheduling(
+        &self,
+        timed_out: Option<u64>,
+        exhausted: bool,
+    ) -> Vec<End> {
         let mut endings = Vec::new();
         let metric = self.spec.objective.metric;
         if let (Some(goal), Some(best)) = (self.spec.objective.goal, &self.best)

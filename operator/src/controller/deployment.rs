@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use flywheel_core::api::{
     GateRecord, ModelDeployment, ModelDeploymentStatus, ModelRef, RetrainingPolicy, Study,
+    StudyPhase,
 };
 use flywheel_core::feedback::{self, ProductionSummary, ServerStats};
 use flywheel_core::gate::{self, GateDecision};
@@ -19,7 +20,7 @@ use flywheel_core::k8s_openapi::api::apps::v1::Deployment;
 use flywheel_core::k8s_openapi::api::core::v1::Pod;
 use flywheel_core::k8s_openapi::api::core::v1::Service;
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
-use flywheel_core::retraining::{self, ServingState, Trigger};
+use flywheel_core::retraining::{self, ServingState, Trigger, next_generation};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
@@ -33,7 +34,9 @@ use super::Context;
 use crate::error::{Error, KubeContext};
 use crate::k8s::FIELD_MANAGER;
 use crate::k8s::observe::set_condition;
-use crate::k8s::retraining::{ARCHIVE_DELAY_SECONDS, retraining_study, retraining_study_name};
+use crate::k8s::retraining::{
+    ARCHIVE_DELAY_SECONDS, retraining_spent, retraining_study, retraining_study_name_at,
+};
 use crate::k8s::serving::{
     SERVER_PORT, endpoint, server_deployment, server_service, server_service_monitor,
     service_monitor_resource,
@@ -42,6 +45,8 @@ use crate::k8s::serving::{
 /// Annotation holding the digest of the desired object last applied.
 pub const APPLIED_DIGEST: &str = "flywheel.dev/applied-digest";
 pub const READY: &str = "Ready";
+/// `Ready=False` reason of a ModelDeployment without `spec.model`.
+pub const WAITING_FOR_MODEL: &str = "WaitingForModel";
 pub const PROGRESSING: &str = "Progressing";
 /// A retraining trigger of `spec.retraining` fired (reason: the trigger).
 pub const RETRAINING_DUE: &str = "RetrainingDue";
@@ -63,16 +68,24 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     })?;
     let name = md.name_any();
     if md.meta().deletion_timestamp.is_some() {
+        ctx.metrics.forget_deployment(&namespace, &name);
         return Ok(Action::await_change());
     }
 
+    let previous = md.status.clone().unwrap_or_default();
+    let now = Time(ctx.now());
+    let (Some(model), Some(desired)) = (&md.spec.model, server_deployment(&md, &ctx.serving))
+    else {
+        // Nothing to serve yet: no server (it could only crash-loop) until a promotion
+        // writes spec.model, which wakes this controller again.
+        let status = waiting_for_model(&md, &previous, &now);
+        if status != previous {
+            write_status(&ctx, &namespace, &name, &status).await?;
+        }
+        return Ok(Action::await_change());
+    };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let deployment = ensure(
-        &deployments,
-        server_deployment(&md, &ctx.serving),
-        "deployment",
-    )
-    .await?;
+    let deployment = ensure(&deployments, desired, "deployment").await?;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     ensure(&services, server_service(&md), "service").await?;
     if ctx.service_monitors {
@@ -81,20 +94,25 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         ensure(&monitors, server_service_monitor(&md), "servicemonitor").await?;
     }
 
-    let previous = md.status.clone().unwrap_or_default();
-    let now = Time(ctx.now());
-    let mut status = serving_status(&md, &deployment, &previous, &now);
+    let mut status = serving_status(&md, model, &deployment, &previous, &now);
     let mut due = None;
     let mut started = None;
     let mut verdict = None;
     if let Some(policy) = &md.spec.retraining {
-        let (ready_pods, stats) = server_stats(&ctx, &namespace, &md).await?;
-        let parent = serving_study(&ctx, &namespace, &md).await?;
-        let training = training_metrics(parent.as_ref(), &md);
-        due = apply_retraining(&mut status, &md, policy, &stats, training, &now);
+        let poll = server_stats(&ctx, &namespace, &md).await?;
+        ctx.metrics
+            .stats_poll_failures(&namespace, &name, poll.failures.len());
+        let (ready_pods, stats) = (poll.ready.as_slice(), poll.stats.as_slice());
+        let parent = serving_study(&ctx, &namespace, model).await?;
+        let training = training_metrics(parent.as_ref(), model);
+        // A policy judged on part of the replicas' feedback would undercount labels and skew
+        // the online metric: no decision (and no retraining study) until every replica answers.
+        if !record_poll_gaps(&mut status, &md, &poll, &now) {
+            due = apply_retraining(&mut status, &md, model, policy, stats, training, &now);
+        }
         if let Some(shadow) = &md.spec.shadow {
-            let decision = judge_shadow(&md, shadow, policy, &stats);
-            record_gate(&mut status, &md, shadow, &decision, &now);
+            let decision = judge_shadow(model, shadow, policy, stats);
+            record_gate(&mut status, &md, model, shadow, &decision, &now);
             if !matches!(decision, GateDecision::Wait { .. }) {
                 act_on_gate(&ctx, &namespace, &md, shadow, &decision).await?;
                 verdict = Some(decision);
@@ -108,7 +126,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
                     policy,
                     trigger,
                     parent,
-                    ready_pods: &ready_pods,
+                    ready_pods,
                 },
             )
             .await?;
@@ -121,19 +139,24 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         }
     }
     if status != previous {
-        let body = json!({
-            "apiVersion": ModelDeployment::api_version(&()),
-            "kind": ModelDeployment::kind(&()),
-            "status": status,
-        });
-        let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
-        mds.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .doing(|| format!("write the status of modeldeployment {name}"))?;
+        write_status(&ctx, &namespace, &name, &status).await?;
+        if let Some(failed) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RETRAINING_DUE && c.reason == STATS_UNAVAILABLE)
+            && !previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == RETRAINING_DUE && c.reason == STATS_UNAVAILABLE)
+        {
+            ctx.event(
+                md.as_ref(),
+                EventType::Warning,
+                STATS_UNAVAILABLE,
+                failed.message.clone(),
+            )
+            .await;
+        }
         if let Some(trigger) = &due
             && !condition_holds(&previous.conditions, RETRAINING_DUE)
         {
@@ -187,6 +210,55 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     Ok(Action::await_change())
 }
 
+/// Server-side applies the whole status.
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &ModelDeploymentStatus,
+) -> Result<(), Error> {
+    let body = json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+    mds.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .doing(|| format!("write the status of modeldeployment {name}"))?;
+    Ok(())
+}
+
+/// The status of a ModelDeployment without `spec.model`: not ready, waiting for a promotion.
+pub fn waiting_for_model(
+    md: &ModelDeployment,
+    previous: &ModelDeploymentStatus,
+    now: &Time,
+) -> ModelDeploymentStatus {
+    let mut status = previous.clone();
+    status.ready_replicas = 0;
+    status.observed_generation = md.meta().generation;
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            "False",
+            WAITING_FOR_MODEL,
+            format!(
+                "spec.model is not set: a Study with promotion.deployment: {} fills it when it succeeds (or set it to a model folder)",
+                md.name_any()
+            ),
+            md,
+            now,
+        ),
+    );
+    status
+}
+
 /// How often the servers' online stats are read for a ModelDeployment with a retraining policy.
 pub const STATS_REQUEUE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -196,14 +268,69 @@ fn condition_holds(conditions: &[Condition], type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// `RetrainingDue` reasons when the policy cannot be judged.
+pub const STATS_UNAVAILABLE: &str = "StatsUnavailable";
+pub const NO_READY_SERVERS: &str = "NoReadyServers";
+
+/// What one poll of the server replicas' stats found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsPoll {
+    /// The ready server pods, all of which were asked.
+    pub ready: Vec<String>,
+    /// The answers of those that answered.
+    pub stats: Vec<ServerStats>,
+    /// Those that did not: the pod and the error (proxy refused, 403, timeout, bad body).
+    pub failures: Vec<(String, String)>,
+}
+
+/// Marks `RetrainingDue` Unknown when the poll cannot support a decision — a replica did not
+/// answer (`StatsUnavailable`, naming the pods and errors) or none is ready (`NoReadyServers`)
+/// — keeping the online metrics last recorded. Returns whether it did.
+pub fn record_poll_gaps(
+    status: &mut ModelDeploymentStatus,
+    md: &ModelDeployment,
+    poll: &StatsPoll,
+    now: &Time,
+) -> bool {
+    let (reason, message) = if !poll.failures.is_empty() {
+        let failures: Vec<String> = poll
+            .failures
+            .iter()
+            .map(|(pod, error)| format!("pod {pod}: {error}"))
+            .collect();
+        (
+            STATS_UNAVAILABLE,
+            format!(
+                "failed to read the stats of {} of {} ready server replicas through the API server's pod proxy ({}); check that the operator may get pods/proxy and that no NetworkPolicy blocks the API server",
+                poll.failures.len(),
+                poll.ready.len(),
+                failures.join("; ")
+            ),
+        )
+    } else if poll.ready.is_empty() {
+        (
+            NO_READY_SERVERS,
+            "no server replica is ready to report its feedback".to_string(),
+        )
+    } else {
+        return false;
+    };
+    set_condition(
+        &mut status.conditions,
+        condition(RETRAINING_DUE, "Unknown", reason, message, md, now),
+    );
+    true
+}
+
 /// `/v1/models/{name}/stats` of every ready server pod, through the API server's pod proxy (each
 /// replica counts its own feedback, so all of them are read), and the ready pods' names. A pod
-/// that does not answer is skipped: the next poll reads it again.
+/// that does not answer is recorded as a failure (and logged at WARN): the next poll reads it
+/// again.
 async fn server_stats(
     ctx: &Context,
     namespace: &str,
     md: &ModelDeployment,
-) -> Result<(Vec<String>, Vec<ServerStats>), Error> {
+) -> Result<StatsPoll, Error> {
     let name = md.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!(
@@ -215,28 +342,36 @@ async fn server_stats(
         .list(&ListParams::default().labels(&selector))
         .await
         .doing(|| format!("list the server pods of modeldeployment {name}"))?;
-    let mut stats = Vec::new();
-    let ready: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| pod_ready(p))
-        .map(|p| p.name_any())
-        .collect();
-    for pod in &ready {
+    let mut poll = StatsPoll {
+        ready: list
+            .items
+            .iter()
+            .filter(|p| pod_ready(p))
+            .map(|p| p.name_any())
+            .collect(),
+        ..StatsPoll::default()
+    };
+    for pod in &poll.ready {
         let path = format!(
             "/api/v1/namespaces/{namespace}/pods/{pod}:{SERVER_PORT}/proxy/v1/models/{name}/stats"
         );
-        let Ok(request) = http::Request::get(&path).body(Vec::new()) else {
-            continue;
+        let answer = match http::Request::get(&path).body(Vec::new()) {
+            Ok(request) => ctx
+                .client
+                .request::<ServerStats>(request)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
         };
-        match ctx.client.request::<ServerStats>(request).await {
-            Ok(answer) => stats.push(answer),
+        match answer {
+            Ok(answer) => poll.stats.push(answer),
             Err(error) => {
-                tracing::debug!(%pod, %error, "failed to read server stats")
+                tracing::warn!(modeldeployment = %name, %namespace, %pod, %error, "failed to read server stats");
+                poll.failures.push((pod.clone(), error));
             }
         }
     }
-    Ok((ready, stats))
+    Ok(poll)
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -254,9 +389,9 @@ fn pod_ready(pod: &Pod) -> bool {
 async fn serving_study(
     ctx: &Context,
     namespace: &str,
-    md: &ModelDeployment,
+    model: &ModelRef,
 ) -> Result<Option<Study>, Error> {
-    let Some(study) = &md.spec.model.study else {
+    let Some(study) = &model.study else {
         return Ok(None);
     };
     let studies: Api<Study> = Api::namespaced(ctx.client.clone(), namespace);
@@ -267,11 +402,11 @@ async fn serving_study(
 }
 
 /// The serving model's validation metrics, from the Study that produced it.
-fn training_metrics(study: Option<&Study>, md: &ModelDeployment) -> BTreeMap<String, f64> {
+fn training_metrics(study: Option<&Study>, model: &ModelRef) -> BTreeMap<String, f64> {
     study
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.best_trial.as_ref())
-        .filter(|best| best.name == md.spec.model.version)
+        .filter(|best| best.name == model.version)
         .map(|best| best.metrics.clone())
         .unwrap_or_default()
 }
@@ -285,26 +420,55 @@ struct RetrainingInputs<'a> {
     ready_pods: &'a [String],
 }
 
+/// How many spent generations one reconcile steps over looking for a free name.
+const MAX_SPENT_GENERATIONS: u32 = 16;
+
 /// Starts the study that retrains the serving model's study, unless it exists already (it is
-/// named after its generation, so a trigger that keeps firing starts it once). Returns its
-/// name, with what the archive held when this call created it; `None` while no server is
-/// ready to summarise the archive.
+/// named after its generation, so a trigger that keeps firing starts it once). A generation
+/// that is spent (failed, or its candidate rejected by the gate) does not block the next: the
+/// trigger starts `<parent>-g<N+1>`. Returns the name, with what the archive held when this call
+/// created it; `None` while no server is ready to summarise the archive.
 async fn start_retraining(
     ctx: &Context,
     namespace: &str,
     md: &ModelDeployment,
     inputs: RetrainingInputs<'_>,
 ) -> Result<Option<(String, Option<ProductionSummary>)>, Error> {
-    let name = retraining_study_name(inputs.parent);
     let studies: Api<Study> = Api::namespaced(ctx.client.clone(), namespace);
-    if studies
-        .get_opt(&name)
-        .await
-        .doing(|| format!("read study {name}"))?
-        .is_some()
-    {
-        return Ok(Some((name, None)));
-    }
+    let mut generation = next_generation(&inputs.parent.spec);
+    let mut fresh: Option<ModelDeployment> = None;
+    let name = loop {
+        let name = retraining_study_name_at(inputs.parent, generation);
+        let Some(existing) = studies
+            .get_opt(&name)
+            .await
+            .doing(|| format!("read study {name}"))?
+        else {
+            break name;
+        };
+        let finished = existing
+            .status
+            .as_ref()
+            .is_some_and(|s| matches!(s.phase, StudyPhase::Succeeded | StudyPhase::Failed));
+        if fresh.is_none() && finished {
+            // Judge against the ModelDeployment as it is now, not the cached copy this
+            // reconcile started from, which may predate the candidate's shadow write.
+            let mds: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), namespace);
+            fresh = Some(
+                mds.get(&md.name_any())
+                    .await
+                    .doing(|| format!("read modeldeployment {}", md.name_any()))?,
+            );
+        }
+        let spent = fresh
+            .as_ref()
+            .is_some_and(|current| retraining_spent(&existing, current));
+        let limit = next_generation(&inputs.parent.spec).saturating_add(MAX_SPENT_GENERATIONS);
+        if !spent || generation >= limit {
+            return Ok(Some((name, None)));
+        }
+        generation = generation.saturating_add(1);
+    };
     let Some(pod) = inputs.ready_pods.first() else {
         return Ok(None);
     };
@@ -334,6 +498,7 @@ async fn start_retraining(
         inputs.trigger.clone(),
         &production,
         &ctx.serving,
+        generation,
     );
     studies
         .patch(
@@ -349,7 +514,7 @@ async fn start_retraining(
 /// The shadow gate's verdict on `shadow`, from the servers' paired statistics of exactly this
 /// (serving, candidate) pair — so replicas still rolling out or an older primary add nothing.
 pub fn judge_shadow(
-    md: &ModelDeployment,
+    model: &ModelRef,
     shadow: &ModelRef,
     policy: &RetrainingPolicy,
     stats: &[ServerStats],
@@ -359,7 +524,7 @@ pub fn judge_shadow(
         .as_ref()
         .map(|g| g.settings())
         .unwrap_or_default();
-    let serving = &md.spec.model.version;
+    let serving = &model.version;
     let outcomes = feedback::paired_from_stats(stats, serving, &shadow.version);
     // Seeded by the pair of versions: the same evidence always gives the same verdict.
     let seed = flywheel_core::study::name_seed(&format!("{serving}/{}", shadow.version));
@@ -371,6 +536,7 @@ pub fn judge_shadow(
 pub fn record_gate(
     status: &mut ModelDeploymentStatus,
     md: &ModelDeployment,
+    model: &ModelRef,
     shadow: &ModelRef,
     decision: &GateDecision,
     now: &Time,
@@ -388,7 +554,7 @@ pub fn record_gate(
     if let GateDecision::Promote(evidence) | GateDecision::Reject(evidence) = decision {
         status.last_gate = Some(GateRecord {
             candidate_version: shadow.version.clone(),
-            serving_version: md.spec.model.version.clone(),
+            serving_version: model.version.clone(),
             decision: if matches!(decision, GateDecision::Promote(_)) {
                 "promote"
             } else {
@@ -399,7 +565,7 @@ pub fn record_gate(
             time: now.clone(),
         });
         if matches!(decision, GateDecision::Promote(_)) {
-            status.previous_model = Some(md.spec.model.clone());
+            status.previous_model = Some(model.clone());
         }
     }
 }
@@ -439,12 +605,13 @@ async fn act_on_gate(
 pub fn apply_retraining(
     status: &mut ModelDeploymentStatus,
     md: &ModelDeployment,
+    model: &ModelRef,
     policy: &RetrainingPolicy,
     stats: &[ServerStats],
     training_metrics: BTreeMap<String, f64>,
     now: &Time,
 ) -> Option<Trigger> {
-    let (labelled, online) = feedback::combine(stats, &md.spec.model.version);
+    let (labelled, online) = feedback::combine(stats, &model.version);
     status.labelled_predictions = Some(labelled);
     status.online_metrics = online
         .map(|o| BTreeMap::from([(o.name.to_string(), o.value)]))
@@ -540,6 +707,7 @@ fn digest_of<K: Serialize>(object: &K) -> Result<String, Error> {
 /// the rollout is complete: every replica updated and available, the controller caught up.
 pub fn serving_status(
     md: &ModelDeployment,
+    model: &ModelRef,
     deployment: &Deployment,
     previous: &ModelDeploymentStatus,
     now: &Time,
@@ -558,8 +726,8 @@ pub fn serving_status(
     status.endpoint = Some(endpoint(md));
     status.observed_generation = md.meta().generation;
     if rolled_out {
-        if status.serving_version.as_deref() != Some(md.spec.model.version.as_str()) {
-            status.serving_version = Some(md.spec.model.version.clone());
+        if status.serving_version.as_deref() != Some(model.version.as_str()) {
+            status.serving_version = Some(model.version.clone());
             status.promoted_time = Some(now.clone());
         }
         status.shadow_version = md.spec.shadow.as_ref().map(|s| s.version.clone());
@@ -589,7 +757,7 @@ pub fn serving_status(
             PROGRESSING,
             "False",
             "RolloutComplete",
-            format!("version {} is rolled out", md.spec.model.version),
+            format!("version {} is rolled out", model.version),
             md,
             now,
         )
@@ -600,7 +768,7 @@ pub fn serving_status(
             "RollingUpdate",
             format!(
                 "rolling out version {}: {updated} of {desired} replicas updated, {available} available",
-                md.spec.model.version
+                model.version
             ),
             md,
             now,
@@ -642,12 +810,12 @@ mod tests {
         let mut md = ModelDeployment::new(
             "churn",
             ModelDeploymentSpec {
-                model: ModelRef {
+                model: Some(ModelRef {
                     uri: "file:///artifacts/ns/s/s-3".into(),
                     version: version.into(),
                     study: Some("s".into()),
                     trial: Some("s-3".into()),
-                },
+                }),
                 replicas: Some(replicas),
                 resources: None,
                 image: None,
@@ -688,6 +856,10 @@ mod tests {
         Time(Timestamp::from_second(seconds).unwrap())
     }
 
+    fn model(md: &ModelDeployment) -> &ModelRef {
+        md.spec.model.as_ref().unwrap()
+    }
+
     #[test]
     fn a_version_serves_once_the_rollout_completes() {
         let previous = ModelDeploymentStatus {
@@ -696,7 +868,13 @@ mod tests {
         };
         let md = md("s-3", 2);
         // Old pods still up while the new ReplicaSet scales: the old version still serves.
-        let rolling = serving_status(&md, &deployment(5, 5, 1, 2, 3), &previous, &at(10));
+        let rolling = serving_status(
+            &md,
+            model(&md),
+            &deployment(5, 5, 1, 2, 3),
+            &previous,
+            &at(10),
+        );
         assert_eq!(rolling.serving_version.as_deref(), Some("s-1"));
         let progressing = rolling
             .conditions
@@ -706,10 +884,22 @@ mod tests {
         assert_eq!(progressing.status, "True");
 
         // The Deployment controller has not seen the new template yet.
-        let stale = serving_status(&md, &deployment(6, 5, 2, 2, 2), &previous, &at(10));
+        let stale = serving_status(
+            &md,
+            model(&md),
+            &deployment(6, 5, 2, 2, 2),
+            &previous,
+            &at(10),
+        );
         assert_eq!(stale.serving_version.as_deref(), Some("s-1"));
 
-        let done = serving_status(&md, &deployment(6, 6, 2, 2, 2), &rolling, &at(20));
+        let done = serving_status(
+            &md,
+            model(&md),
+            &deployment(6, 6, 2, 2, 2),
+            &rolling,
+            &at(20),
+        );
         assert_eq!(done.serving_version.as_deref(), Some("s-3"));
         assert_eq!(done.promoted_time, Some(at(20)));
         assert_eq!(done.ready_replicas, 2);
@@ -722,7 +912,7 @@ mod tests {
         );
 
         // Nothing changed: the same status, so no write.
-        let again = serving_status(&md, &deployment(6, 6, 2, 2, 2), &done, &at(30));
+        let again = serving_status(&md, model(&md), &deployment(6, 6, 2, 2, 2), &done, &at(30));
         assert_eq!(again, done);
     }
 

@@ -36,7 +36,8 @@ pub struct OperatorArgs {
         default_value = "file:///artifacts"
     )]
     pub artifact_root: String,
-    /// PersistentVolumeClaim (in each study's namespace) mounted at /artifacts.
+    /// PersistentVolumeClaim (in each study's namespace) mounted at /artifacts in trial and
+    /// server pods; required by a file:// root, which must then lie under file:///artifacts.
     #[arg(long, env = "FLYWHEEL_ARTIFACT_CLAIM")]
     pub artifact_claim: Option<String>,
     /// Secret (in each study's namespace) with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
@@ -100,6 +101,7 @@ pub fn run(args: OperatorArgs) -> Result<(), Error> {
 
 async fn serve(args: OperatorArgs) -> Result<(), Error> {
     let config = args.config();
+    config.check_artifact_store()?;
     let client = Client::try_default().await.map_err(|e| Error::Operator {
         message: format!(
             "failed to configure the kubernetes client: {e}; run in a pod or set KUBECONFIG"

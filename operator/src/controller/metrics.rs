@@ -33,6 +33,12 @@ pub struct StudyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    pub namespace: String,
+    pub deployment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StudyPhaseLabels {
     pub namespace: String,
     pub study: String,
@@ -49,6 +55,7 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     trials: Family<StudyPhaseLabels, Gauge>,
     best_objective: Family<StudyLabels, FloatGauge>,
+    stats_poll_failures: Family<DeploymentLabels, Counter>,
     leader: Gauge,
 }
 
@@ -73,6 +80,7 @@ impl Metrics {
             duration: Family::new_with_constructor(reconcile_histogram),
             trials: Family::default(),
             best_objective: Family::default(),
+            stats_poll_failures: Family::default(),
             leader: Gauge::default(),
         };
         registry.register(
@@ -99,6 +107,11 @@ impl Metrics {
             "study_best_objective",
             "Objective value of each study's best trial",
             metrics.best_objective.clone(),
+        );
+        registry.register(
+            "stats_poll_failures",
+            "Server replicas whose stats could not be read, by ModelDeployment (the closed loop is blind to them)",
+            metrics.stats_poll_failures.clone(),
         );
         registry.register(
             "leader",
@@ -177,6 +190,24 @@ impl Metrics {
         self.best_objective.remove(&StudyLabels {
             namespace: namespace.into(),
             study: study.into(),
+        });
+    }
+
+    /// Counts the server replicas of a ModelDeployment whose stats a poll could not read. The
+    /// series exists (at 0) from the first poll, so an alert can watch its rate.
+    pub fn stats_poll_failures(&self, namespace: &str, deployment: &str, failures: usize) {
+        let counter = self.stats_poll_failures.get_or_create(&DeploymentLabels {
+            namespace: namespace.into(),
+            deployment: deployment.into(),
+        });
+        counter.inc_by(u64::try_from(failures).unwrap_or(u64::MAX));
+    }
+
+    /// Drops a deleted ModelDeployment's series.
+    pub fn forget_deployment(&self, namespace: &str, deployment: &str) {
+        self.stats_poll_failures.remove(&DeploymentLabels {
+            namespace: namespace.into(),
+            deployment: deployment.into(),
         });
     }
 

@@ -40,8 +40,8 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::k8s::job::JobConfig;
-use crate::k8s::labels;
 use crate::k8s::serving::ServingConfig;
+use crate::k8s::{ARTIFACT_MOUNT, labels};
 pub use metrics::Metrics;
 
 /// The time source of the reconcilers; tests pin it so status bodies are exact.
@@ -232,6 +232,44 @@ impl OperatorConfig {
         .collect()
     }
 
+    /// Checks that trial and server pods can reach the artifact root: a `file://` root only
+    /// exists in pods through `--artifact-claim`, mounted at `/artifacts`, so it must lie
+    /// there; an `s3://` root is reached over the network. Anything else fails start-up with
+    /// the flag to fix, instead of every trial failing later.
+    pub fn check_artifact_store(&self) -> Result<(), Error> {
+        let root = self.artifact_root.trim_end_matches('/');
+        let problem = if root.starts_with("s3://") {
+            None
+        } else if let Some(scheme) = root.split_once("://").map(|(scheme, _)| scheme)
+            && scheme != "file"
+        {
+            Some(format!(
+                "--artifact-root (FLYWHEEL_ARTIFACT_ROOT) {root}: {scheme}:// is not supported; use file://{ARTIFACT_MOUNT} with --artifact-claim or s3://bucket/prefix"
+            ))
+        } else {
+            let path = root.strip_prefix("file://").unwrap_or(root);
+            let under_mount = path == ARTIFACT_MOUNT
+                || path
+                    .strip_prefix(ARTIFACT_MOUNT)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            match &self.artifact_claim {
+                None => Some(format!(
+                    "--artifact-root (FLYWHEEL_ARTIFACT_ROOT) {root} is a file:// store, which trial and server pods only have through --artifact-claim (FLYWHEEL_ARTIFACT_CLAIM, mounted at {ARTIFACT_MOUNT}); set the claim, or use an s3:// root with --artifact-secret"
+                )),
+                Some(claim) if !under_mount => Some(format!(
+                    "--artifact-root (FLYWHEEL_ARTIFACT_ROOT) {root} is outside {ARTIFACT_MOUNT}, where pods mount the claim {claim}; use file://{ARTIFACT_MOUNT} or a folder under it"
+                )),
+                Some(_) => None,
+            }
+        };
+        match problem {
+            Some(message) => Err(Error::Operator {
+                message: format!("failed to check the artifact store: {message}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub fn job_config(&self) -> JobConfig {
         JobConfig {
             trainer_image: self.trainer_image.clone(),
@@ -371,5 +409,53 @@ fn log_result<K, E1: Debug, E2: Debug>(
     match result {
         Ok((object, _)) => tracing::debug!(controller, %object, "reconciled"),
         Err(error) => tracing::debug!(controller, ?error, "controller error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &str, claim: Option<&str>) -> OperatorConfig {
+        OperatorConfig {
+            namespace: None,
+            trainer_image: "t".into(),
+            server_image: "s".into(),
+            artifact_root: root.into(),
+            artifact_claim: claim.map(String::from),
+            artifact_secret: None,
+            trial_ttl_seconds: 60,
+            identity: "op".into(),
+        }
+    }
+
+    fn problem(root: &str, claim: Option<&str>) -> Option<String> {
+        config(root, claim)
+            .check_artifact_store()
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_artifact_root_must_be_reachable_from_pods() {
+        for (root, claim) in [
+            ("file:///artifacts", Some("pvc")),
+            ("file:///artifacts/", Some("pvc")),
+            ("file:///artifacts/team-a", Some("pvc")),
+            ("s3://bucket/prefix", None),
+        ] {
+            assert_eq!(problem(root, claim), None, "{root}");
+        }
+        let outside = problem("file:///data/flywheel", Some("pvc")).unwrap_or_default();
+        assert!(
+            outside.contains("--artifact-root") && outside.contains("outside /artifacts"),
+            "{outside}"
+        );
+        let lookalike = problem("file:///artifacts2", Some("pvc")).unwrap_or_default();
+        assert!(lookalike.contains("outside /artifacts"), "{lookalike}");
+        let no_claim = problem("file:///artifacts", None).unwrap_or_default();
+        assert!(no_claim.contains("--artifact-claim"), "{no_claim}");
+        let gcs = problem("gs://bucket", None).unwrap_or_default();
+        assert!(gcs.contains("gs:// is not supported"), "{gcs}");
     }
 }

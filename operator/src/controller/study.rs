@@ -15,7 +15,7 @@ use flywheel_core::api::{
 };
 use flywheel_core::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use flywheel_core::study::{
-    NewTrial, ObservedTrial, ParentStudy, Plan, StudyIdentity, WarmHistory, plan,
+    NewTrial, ObservedTrial, ParentStudy, Plan, StudyIdentity, WarmHistory, condition_type, plan,
 };
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -31,7 +31,8 @@ use crate::k8s::{FIELD_MANAGER, labels};
 
 /// How often a running study is re-planned without any change: its timeouts are wall-clock.
 pub const RUNNING_REQUEUE: Duration = Duration::from_secs(30);
-/// Study condition: the winner was written into its ModelDeployment.
+/// Study condition: the winner was written into its ModelDeployment's `spec.model` (or
+/// `spec.shadow`); that it serves is the ModelDeployment's `Ready`, reported there.
 pub const PROMOTED: &str = "Promoted";
 /// Field manager of promotions, so `kubectl apply` of the ModelDeployment by a person keeps
 /// owning everything but `spec.model`.
@@ -81,6 +82,7 @@ pub async fn reconcile(study: Arc<Study>, ctx: Arc<Context>) -> Result<Action, E
     }
     if study.status.as_ref() != Some(&status) {
         write_status(&ctx, &study, &namespace, &status).await?;
+        announce_scheduling(&study, study.status.as_ref(), &status, &ctx).await;
         announce_phase(&study, study.status.as_ref(), &status, &ctx).await;
     }
     ctx.metrics.study(&namespace, &name, &status);
@@ -267,7 +269,7 @@ async fn promote(
         if as_shadow {
             md.spec.shadow.as_ref() == Some(&model)
         } else {
-            md.spec.model == model
+            md.spec.model.as_ref() == Some(&model)
         }
     });
     if !in_place {
@@ -328,8 +330,9 @@ async fn promote(
                     model.version, promotion.deployment
                 )
             } else {
+                // Promotion is the write; whether it serves is the ModelDeployment's `Ready`.
                 format!(
-                    "version {} serves from ModelDeployment {}",
+                    "version {} was written to ModelDeployment {} (its Ready condition tells when it serves)",
                     model.version, promotion.deployment
                 )
             },
@@ -373,6 +376,38 @@ fn severity(failure: bool) -> EventType {
     }
 }
 
+/// A Warning each time the set of trials the scheduler cannot place (or its message) changes,
+/// and a Normal Event when they all got nodes.
+async fn announce_scheduling(
+    study: &Study,
+    previous: Option<&StudyStatus>,
+    status: &StudyStatus,
+    ctx: &Context,
+) {
+    let find = |s: &StudyStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition_type::TRIALS_SCHEDULABLE)
+            .cloned()
+    };
+    let Some(now) = find(status) else {
+        return;
+    };
+    let before = previous.and_then(find);
+    if before
+        .as_ref()
+        .is_some_and(|b| b.status == now.status && b.message == now.message)
+    {
+        return;
+    }
+    let unschedulable = now.status == "False";
+    if !unschedulable && before.is_none() {
+        return;
+    }
+    ctx.event(study, severity(unschedulable), &now.reason, now.message)
+        .await;
+}
+
 async fn announce_phase(
     study: &Study,
     previous: Option<&StudyStatus>,
@@ -386,7 +421,7 @@ async fn announce_phase(
     let condition = status
         .conditions
         .iter()
-        .find(|c| c.status == "True" && c.type_ != PROMOTED);
+        .find(|c| c.status == "True" && condition_type::PHASES.contains(&c.type_.as_str()));
     let (reason, message) = condition
         .map(|c| (c.reason.clone(), c.message.clone()))
         .unwrap_or_else(|| (format!("{:?}", status.phase), String::new()));

@@ -2,7 +2,9 @@
 //!
 //! Intermediate reports come from the trial container's log (the protocol's report lines),
 //! the final result from its termination message; both are re-read on every reconcile, so an
-//! operator restart loses nothing. A trial the Study controller stopped has its Job deleted.
+//! operator restart loses nothing. A trial the Study controller stopped while its workload still
+//! ran has its Job deleted; a workload that ended on its own keeps its Job (and pod, and log)
+//! for `trialTtlSeconds`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::Context;
 use crate::error::{Error, KubeContext};
 use crate::k8s::job::{GPU_RESOURCE, artifact_uri, trial_job};
-use crate::k8s::observe::{self, Observed, TRIAL_CONTAINER, job_is_active};
+use crate::k8s::observe::{self, Observed, TRIAL_CONTAINER, job_is_active, workload_ended};
 use crate::k8s::{FIELD_MANAGER, labels};
 
 /// How often a running trial's log is read for new reports.
@@ -40,7 +42,7 @@ pub async fn reconcile(trial: Arc<Trial>, ctx: Arc<Context>) -> Result<Action, E
 
     if previous.phase.is_finished() {
         if previous.phase != TrialPhase::Succeeded {
-            stop_workload(&trial, &jobs, &ctx).await?;
+            stop_workload(&trial, &namespace, &jobs, &ctx).await?;
         }
         return Ok(Action::await_change());
     }
@@ -130,8 +132,16 @@ async fn create_job(
     Ok(job)
 }
 
-/// Deletes the Job of a stopped trial while it still runs (its pods go with it).
-async fn stop_workload(trial: &Trial, jobs: &Api<Job>, ctx: &Context) -> Result<(), Error> {
+/// Deletes the Job of a stopped trial while it still runs (its pods go with it). A Job whose
+/// pod already ended is left to its `ttlSecondsAfterFinished`, even while the Job controller
+/// still counts it active: the trial failed (or was stopped) after its workload finished, and
+/// its log is what explains the failure.
+async fn stop_workload(
+    trial: &Trial,
+    namespace: &str,
+    jobs: &Api<Job>,
+    ctx: &Context,
+) -> Result<(), Error> {
     let name = trial.name_any();
     let Some(job) = jobs
         .get_opt(&name)
@@ -141,6 +151,10 @@ async fn stop_workload(trial: &Trial, jobs: &Api<Job>, ctx: &Context) -> Result<
         return Ok(());
     };
     if !job_is_active(&job) {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    if workload_ended(newest_pod(&pods, &name).await?.as_ref()) {
         return Ok(());
     }
     jobs.delete(&name, &DeleteParams::background())

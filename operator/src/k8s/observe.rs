@@ -14,8 +14,7 @@ use flywheel_core::protocol::{Message, TrialResult};
 
 /// The container that runs the trial workload in the Job's pod.
 pub const TRIAL_CONTAINER: &str = "trial";
-/// Trial condition type telling whether the pod could be placed on a node.
-pub const SCHEDULED: &str = "Scheduled";
+pub use flywheel_core::api::{SCHEDULED, UNSCHEDULABLE};
 
 /// What was observed of one trial's workload.
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,9 +62,18 @@ pub fn trial_status(
         return status;
     }
     if let Some(failed) = job_failure(observed.job) {
+        let (reason, message) = match never_placed(&status) {
+            // The deadline counts from the Job's start, time Pending included: a trial that
+            // never got a node did not time out training, the cluster could not place it.
+            Some(why) if failed.0 == "TrialTimeout" => (
+                UNSCHEDULABLE.to_string(),
+                format!("the trial was never scheduled within trialTimeoutSeconds: {why}"),
+            ),
+            _ => failed,
+        };
         status.phase = TrialPhase::Failed;
-        status.reason = Some(failed.0);
-        status.message = Some(failed.1);
+        status.reason = Some(reason);
+        status.message = Some(message);
         status.completion_time = Some(now.clone());
         return status;
     }
@@ -179,6 +187,18 @@ fn finish_from_termination(
     }
 }
 
+/// The scheduler's message for a trial whose pod never started and was last seen unschedulable.
+fn never_placed(status: &TrialStatus) -> Option<&str> {
+    if status.start_time.is_some() {
+        return None;
+    }
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SCHEDULED && c.status == "False" && c.reason == UNSCHEDULABLE)
+        .map(|c| c.message.as_str())
+}
+
 /// A Job that failed without a terminated trial container to explain it: the deadline
 /// (`activeDeadlineSeconds` from `trialTimeoutSeconds`) or a pod that never ran.
 fn job_failure(job: Option<&Job>) -> Option<(String, String)> {
@@ -196,6 +216,25 @@ fn job_failure(job: Option<&Job>) -> Option<(String, String)> {
         .clone()
         .unwrap_or_else(|| "the trial's Job failed".into());
     Some((reason, message))
+}
+
+/// Whether the trial's workload ended on its own: its newest pod finished or its trial container
+/// terminated. Such a Job is kept for its TTL (`kubectl logs job/<trial>` explains the result)
+/// even while the Job controller has not yet marked it finished.
+pub fn workload_ended(pod: Option<&Pod>) -> bool {
+    let Some(status) = pod.and_then(|p| p.status.as_ref()) else {
+        return false;
+    };
+    let pod_done = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+    let container_done = status
+        .container_statuses
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.name == TRIAL_CONTAINER)
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|state| state.terminated.is_some());
+    pod_done || container_done
 }
 
 /// Whether the Job still has (or may still start) a pod.
@@ -325,14 +364,13 @@ mod tests {
         assert_eq!(reports.len(), 3, "a rotated log keeps recorded reports");
     }
 
-    #[test]
-    fn an_unschedulable_pod_carries_the_schedulers_reason() {
-        let message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.";
+    /// The status of a trial whose pod the scheduler cannot place, observed at 120.
+    fn unschedulable(message: &str) -> TrialStatus {
         let pod = pod(
             ContainerState::default(),
             vec![scheduled("False", Some("Unschedulable"), Some(message))],
         );
-        let status = trial_status(
+        trial_status(
             &TrialStatus::default(),
             Observed {
                 pod: Some(&pod),
@@ -341,7 +379,30 @@ mod tests {
             "accuracy",
             "u",
             &at(120),
-        );
+        )
+    }
+
+    /// A Job the Job controller failed at its `activeDeadlineSeconds`.
+    fn deadline_exceeded() -> Job {
+        Job {
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: "Failed".into(),
+                    status: "True".into(),
+                    reason: Some("DeadlineExceeded".into()),
+                    message: Some("Job was active longer than specified deadline".into()),
+                    ..JobCondition::default()
+                }]),
+                ..JobStatus::default()
+            }),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn an_unschedulable_pod_carries_the_schedulers_reason() {
+        let message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.";
+        let status = unschedulable(message);
         assert_eq!(status.phase, TrialPhase::Pending);
         let condition = &status.conditions[0];
         assert_eq!(
@@ -422,19 +483,7 @@ mod tests {
 
     #[test]
     fn a_deadline_exceeded_job_is_a_trial_timeout() {
-        let job = Job {
-            status: Some(JobStatus {
-                conditions: Some(vec![JobCondition {
-                    type_: "Failed".into(),
-                    status: "True".into(),
-                    reason: Some("DeadlineExceeded".into()),
-                    message: Some("Job was active longer than specified deadline".into()),
-                    ..JobCondition::default()
-                }]),
-                ..JobStatus::default()
-            }),
-            ..Job::default()
-        };
+        let job = deadline_exceeded();
         assert!(!job_is_active(&job));
         let status = trial_status(
             &TrialStatus::default(),
@@ -449,6 +498,56 @@ mod tests {
         assert_eq!(status.phase, TrialPhase::Failed);
         assert_eq!(status.reason.as_deref(), Some("TrialTimeout"));
         assert_eq!(status.completion_time, Some(at(300)));
+    }
+
+    #[test]
+    fn a_workload_ended_once_its_container_or_pod_finished() {
+        assert!(!workload_ended(None), "no pod yet: it may still start");
+        assert!(!workload_ended(Some(&pod(running(100), vec![]))));
+        assert!(!workload_ended(Some(&pod(
+            ContainerState::default(),
+            vec![]
+        ))));
+        assert!(workload_ended(Some(&pod(terminated(2, "", None), vec![]))));
+        let mut failed = pod(ContainerState::default(), vec![]);
+        failed.status.as_mut().unwrap().phase = Some("Failed".into());
+        assert!(workload_ended(Some(&failed)));
+    }
+
+    #[test]
+    fn a_deadline_on_a_never_scheduled_trial_is_unschedulable() {
+        let message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.";
+        let pending = unschedulable(message);
+        // The Job controller deleted the pod at the deadline: only the Job remains.
+        let job = deadline_exceeded();
+        let status = trial_status(
+            &pending,
+            Observed {
+                job: Some(&job),
+                ..Observed::default()
+            },
+            "accuracy",
+            "u",
+            &at(720),
+        );
+        assert_eq!(status.phase, TrialPhase::Failed);
+        assert_eq!(status.reason.as_deref(), Some(UNSCHEDULABLE));
+        assert!(status.message.as_deref().unwrap().ends_with(message));
+
+        // A trial that was placed and ran out of time is a trial timeout.
+        let mut ran = pending.clone();
+        ran.start_time = Some(at(130));
+        let status = trial_status(
+            &ran,
+            Observed {
+                job: Some(&job),
+                ..Observed::default()
+            },
+            "accuracy",
+            "u",
+            &at(720),
+        );
+        assert_eq!(status.reason.as_deref(), Some("TrialTimeout"));
     }
 
     #[test]

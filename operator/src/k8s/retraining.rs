@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use flywheel_core::api::{
     FeedbackSource, ModelDeployment, Promotion, PromotionPolicy, RetrainingPolicy, Study,
+    StudyPhase,
 };
 use flywheel_core::feedback::ProductionSummary;
 use flywheel_core::retraining::{self, Retraining, Trigger};
@@ -27,14 +28,45 @@ pub const ARCHIVE_DELAY_SECONDS: u64 = 2 * LOG_SEGMENT_SECONDS;
 
 /// The name of the study that retrains `parent` (the next generation).
 pub fn retraining_study_name(parent: &Study) -> String {
-    retraining::child_name(
-        &parent.name_any(),
-        retraining::next_generation(&parent.spec),
-    )
+    retraining_study_name_at(parent, retraining::next_generation(&parent.spec))
+}
+
+/// The name of generation `generation` of `parent`'s family.
+pub fn retraining_study_name_at(parent: &Study, generation: u32) -> String {
+    retraining::child_name(&parent.name_any(), generation)
+}
+
+/// Whether an existing retraining study of `md`'s serving model is done with, so the next
+/// trigger should start the following generation instead of waiting on it: it failed (no
+/// candidate), or it succeeded and its candidate, already written to the shadow (`Promoted`),
+/// is no longer there: the gate rejected it. `md` must be freshly read: a stale copy from
+/// before the shadow write would make a candidate awaiting its gate look rejected.
+pub fn retraining_spent(child: &Study, md: &ModelDeployment) -> bool {
+    let Some(status) = &child.status else {
+        return false;
+    };
+    match status.phase {
+        StudyPhase::Failed => true,
+        StudyPhase::Succeeded => {
+            let shadowed = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Promoted" && c.status == "True");
+            let name = child.name_any();
+            let still_shadow = md
+                .spec
+                .shadow
+                .as_ref()
+                .is_some_and(|s| s.study.as_deref() == Some(name.as_str()));
+            shadowed && !still_shadow
+        }
+        StudyPhase::Pending | StudyPhase::Running => false,
+    }
 }
 
 /// The retraining study of `parent`, the study that produced `md`'s serving model, started by
-/// `trigger`; `production` is what the servers' archive held as of the cut.
+/// `trigger` as generation `generation`; `production` is what the servers' archive held as of
+/// the cut.
 pub fn retraining_study(
     md: &ModelDeployment,
     parent: &Study,
@@ -42,9 +74,10 @@ pub fn retraining_study(
     trigger: Trigger,
     production: &ProductionSummary,
     config: &ServingConfig,
+    generation: u32,
 ) -> Study {
     let parent_name = parent.name_any();
-    let mut child = retraining::child_study(
+    let mut child = retraining::child_study_at(
         &parent_name,
         &parent.spec,
         policy,
@@ -54,6 +87,7 @@ pub fn retraining_study(
             production_rows: production.labelled_rows,
             error_slices: production.error_slices.clone(),
         },
+        generation,
     );
     // A parent that itself learnt from this archive read it up to an earlier cut: the later
     // cut covers those rows too.
@@ -155,7 +189,15 @@ mod tests {
             serde_json::from_value(serde_json::json!({"budget": {"maxTrials": 6}})).unwrap();
         let parent = parent(false);
         assert_eq!(retraining_study_name(&parent), "churn-g1");
-        let child = retraining_study(&md(), &parent, &policy, fired(), &production(), &config());
+        let child = retraining_study(
+            &md(),
+            &parent,
+            &policy,
+            fired(),
+            &production(),
+            &config(),
+            retraining::next_generation(&parent.spec),
+        );
         assert_eq!(child.name_any(), "churn-g1");
         assert_eq!(child.namespace().as_deref(), Some("ml"));
         assert_eq!(child.labels()[RETRAINED_FROM], "churn");
@@ -196,6 +238,7 @@ mod tests {
             fired(),
             &production(),
             &config(),
+            retraining::next_generation(&parent.spec),
         );
         let sources: Vec<(&str, Option<&str>)> = child
             .spec
@@ -214,5 +257,43 @@ mod tests {
         let origin = child.spec.origin.as_ref().unwrap();
         assert_eq!(origin.generation, 2);
         assert_eq!(origin.ancestors, vec!["churn-g1", "churn"]);
+    }
+
+    fn child(phase: &str, promoted: bool) -> Study {
+        let conditions = if promoted {
+            serde_json::json!([{"type": "Promoted", "status": "True", "reason": "Shadow", "message": "",
+                                "lastTransitionTime": "2026-11-30T10:00:00Z"}])
+        } else {
+            serde_json::json!([])
+        };
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "flywheel.dev/v1alpha1", "kind": "Study",
+            "metadata": {"name": "churn-g1", "namespace": "ml"},
+            "spec": serde_json::to_value(&parent(false).spec).unwrap(),
+            "status": {"phase": phase, "trials": {"pending": 0, "running": 0, "succeeded": 0, "failed": 0, "pruned": 0},
+                       "conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_retraining_study_is_spent_once_failed_or_its_candidate_left_the_shadow() {
+        let serving = md();
+        assert!(!retraining_spent(&child("Running", false), &serving));
+        assert!(retraining_spent(&child("Failed", false), &serving));
+        // Succeeded but its candidate not yet written to the shadow: it is on its way.
+        assert!(!retraining_spent(&child("Succeeded", false), &serving));
+        // Written and gone: the gate rejected it.
+        assert!(retraining_spent(&child("Succeeded", true), &serving));
+        // Written and still there: awaiting the gate.
+        let mut shadowed = md();
+        shadowed.spec.shadow = Some(
+            serde_json::from_value(serde_json::json!(
+                {"uri": "s3://b/root/ml/churn-g1/churn-g1-2", "version": "churn-g1-2", "study": "churn-g1"}
+            ))
+            .unwrap(),
+        );
+        assert!(!retraining_spent(&child("Succeeded", true), &shadowed));
+        assert_eq!(retraining_study_name_at(&parent(false), 3), "churn-g3");
     }
 }

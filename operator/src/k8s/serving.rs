@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use flywheel_core::api::ModelDeployment;
+use flywheel_core::api::{ModelDeployment, ModelRef};
 use flywheel_core::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use flywheel_core::k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service,
@@ -54,11 +54,8 @@ fn selector_labels(name: &str) -> BTreeMap<String, String> {
 
 /// Annotations of the server pods: a new model or shadow version changes the pod template, so
 /// Kubernetes rolls the Deployment.
-fn version_annotations(md: &ModelDeployment) -> BTreeMap<String, String> {
-    let mut annotations = BTreeMap::from([(
-        VERSION_ANNOTATION.to_string(),
-        md.spec.model.version.clone(),
-    )]);
+fn version_annotations(md: &ModelDeployment, model: &ModelRef) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(VERSION_ANNOTATION.to_string(), model.version.clone())]);
     if let Some(shadow) = &md.spec.shadow {
         annotations.insert(SHADOW_VERSION_ANNOTATION.into(), shadow.version.clone());
     }
@@ -101,9 +98,9 @@ pub fn log_archive_uri(md: &ModelDeployment, config: &ServingConfig) -> String {
     )
 }
 
-fn server_args(md: &ModelDeployment, config: &ServingConfig) -> Vec<String> {
+fn server_args(md: &ModelDeployment, model: &ModelRef, config: &ServingConfig) -> Vec<String> {
     let mut args = vec![
-        format!("--model-dir={}", model_dir(&md.spec.model.uri)),
+        format!("--model-dir={}", model_dir(&model.uri)),
         format!("--model-name={}", md.name_any()),
         format!("--listen=0.0.0.0:{SERVER_PORT}"),
         // The log is written (and fsynced) to the pod's scratch volume, which survives
@@ -124,8 +121,10 @@ fn server_args(md: &ModelDeployment, config: &ServingConfig) -> Vec<String> {
     args
 }
 
-/// The Deployment running `flywheel-server` on the deployment's current model.
-pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deployment {
+/// The Deployment running `flywheel-server` on the deployment's current model; `None` while
+/// `spec.model` is unset (a server without a model could only crash-loop).
+pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Option<Deployment> {
+    let model = md.spec.model.as_ref()?;
     let name = md.name_any();
     let mut labels = selector_labels(&name);
     labels.insert(labels::MANAGED_BY.into(), "flywheel".into());
@@ -137,7 +136,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
     });
     // Writable: the servers archive their prediction logs into the store. Models are only read.
     let (volumes, mounts) = super::pod_volumes(config.artifact_claim.as_deref(), false);
-    Deployment {
+    Some(Deployment {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: md.namespace(),
@@ -154,7 +153,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: Some(version_annotations(md)),
+                    annotations: Some(version_annotations(md, model)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -168,7 +167,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
                                 .clone()
                                 .unwrap_or_else(|| config.server_image.clone()),
                         ),
-                        args: Some(server_args(md, config)),
+                        args: Some(server_args(md, model, config)),
                         env: Some(env),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
@@ -190,7 +189,7 @@ pub fn server_deployment(md: &ModelDeployment, config: &ServingConfig) -> Deploy
             ..DeploymentSpec::default()
         }),
         status: None,
-    }
+    })
 }
 
 /// The ClusterIP Service in front of the server pods (port 80, named `http` for scraping).
