@@ -77,3 +77,39 @@ fn crdgen_prints_three_crds() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.matches("kind: CustomResourceDefinition").count(), 3);
 }
+
+#[test]
+fn the_operator_refuses_an_artifact_root_its_pods_cannot_reach() {
+    // Checked before any cluster is contacted: no kubeconfig is needed to see the error.
+    for (root, claim, expected) in [
+        (
+            "file:///data/flywheel",
+            Some("flywheel-artifacts"),
+            "outside /artifacts",
+        ),
+        ("file:///artifacts", None, "--artifact-claim"),
+    ] {
+        let mut command = flywheel();
+        command
+            .args([
+                "operator",
+                "--trainer-image=t",
+                "--server-image=s",
+                "--leader-election=false",
+                "--listen=127.0.0.1:0",
+            ])
+            .arg(format!("--artifact-root={root}"))
+            .env_remove("FLYWHEEL_ARTIFACT_CLAIM")
+            .env("KUBECONFIG", "/nonexistent");
+        if let Some(claim) = claim {
+            command.arg(format!("--artifact-claim={claim}"));
+        }
+        let output = command.output().expect("flywheel runs");
+        assert!(!output.status.success(), "{root}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--artifact-root") && stderr.contains(expected),
+            "{root}: {stderr}"
+        );
+    }
+}
