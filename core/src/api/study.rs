@@ -272,7 +272,7 @@ pub struct FamilySpace {
 
 /// The domain of one hyper-parameter: exactly one of `float`, `int` or `categorical`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("[has(self.float), has(self.int), has(self.categorical)].filter(x, x).size() == 1").message("set exactly one of float, int or categorical"))]
+#[x_kube(validation = Rule::new("(has(self.float) ? 1 : 0) + (has(self.int) ? 1 : 0) + (has(self.categorical) ? 1 : 0) == 1").message("set exactly one of float, int or categorical"))]
 #[serde(rename_all = "camelCase")]
 pub struct ParamDomain {
     /// Real values.
