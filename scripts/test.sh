@@ -8,3 +8,6 @@ scripts/setup-python.sh
 cargo test --workspace --locked "$@"
 # The Helm chart: CRDs in sync, helm lint --strict, rendered objects schema-valid.
 scripts/check-chart.sh
+# The cluster tier: the operator against a real control plane (etcd, kube-apiserver,
+# kube-controller-manager, fakelet) from ../shared/k8s; it says SKIPPED when that kit is absent.
+scripts/test-cluster.sh

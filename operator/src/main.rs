@@ -55,6 +55,11 @@ enum Command {
         /// Manifest files (YAML or JSON).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Apply only the rules the API server applies (the CRDs' structural schema and CEL),
+        /// i.e. predict what `kubectl apply` accepts; Flywheel's semantic rules, which the
+        /// operator reports as status conditions, are skipped.
+        #[arg(long)]
+        api_server_rules: bool,
     },
 }
 
@@ -395,14 +400,22 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             print!("{}", flywheel_core::search::space::catalogue_markdown());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files } => {
+        Command::Validate {
+            files,
+            api_server_rules,
+        } => {
             let mut failed = false;
             for path in files {
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
                     path: path.clone(),
                     source,
                 })?;
-                match manifest::validate_manifest(&text) {
+                let verdict = if api_server_rules {
+                    manifest::validate_api_server_rules(&text)
+                } else {
+                    manifest::validate_manifest(&text)
+                };
+                match verdict {
                     Ok(kind) => println!("{}: valid {kind}", path.display()),
                     Err(errors) => {
                         failed = true;

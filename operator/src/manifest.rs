@@ -2,7 +2,7 @@
 //! server applies to the generated CRDs (schema, then CEL) followed by Flywheel's semantic rules.
 
 use flywheel_core::api::{self, CustomResourceDefinition, Study};
-use flywheel_core::validate::{FieldError, validate_study};
+use flywheel_core::validate::{FieldError, dns_label_problem, validate_study};
 use serde_json::Value;
 
 use crate::schema_check;
@@ -35,12 +35,19 @@ pub fn parse_study(text: &str) -> Result<Study, Vec<FieldError>> {
 /// Checks any Flywheel manifest (Study, Trial or ModelDeployment); Studies also get the
 /// semantic rules. Returns the kind on success.
 pub fn validate_manifest(text: &str) -> Result<String, Vec<FieldError>> {
+    let kind = validate_api_server_rules(text)?;
+    if kind == "Study" {
+        parse_study(text)?;
+    }
+    Ok(kind)
+}
+
+/// Checks any Flywheel manifest with the API server's rules only (schema, then CEL): what
+/// `kubectl apply` would accept. Returns the kind on success.
+pub fn validate_api_server_rules(text: &str) -> Result<String, Vec<FieldError>> {
     let value = parse_yaml(text)?;
     let crd = crd_for(&value)?;
     check_against_crd(&crd, &value)?;
-    if crd.spec.names.kind == "Study" {
-        parse_study(text)?;
-    }
     Ok(crd.spec.names.kind)
 }
 
@@ -143,7 +150,21 @@ fn check_against_crd(crd: &CustomResourceDefinition, value: &Value) -> Result<()
 fn check_metadata(value: &Value, errors: &mut Vec<FieldError>) {
     match value.get("metadata") {
         Some(Value::Object(metadata)) => match metadata.get("name") {
-            Some(Value::String(name)) if !name.is_empty() => {}
+            Some(Value::String(name)) if !name.is_empty() => {
+                // The API server accepts any DNS-1123 subdomain as a custom resource's name.
+                let valid = name.len() <= 253
+                    && name
+                        .split('.')
+                        .all(|label| dns_label_problem(label, 253).is_none());
+                if !valid {
+                    errors.push(FieldError::new(
+                        "metadata.name",
+                        format!(
+                            "'{name}' is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+                        ),
+                    ));
+                }
+            }
             Some(Value::String(_)) | None => errors.push(FieldError::new(
                 "metadata.name",
                 "required field is missing; give the object a name",
