@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Model quality at equal wall-clock budget: Flywheel (`flywheel run`, the promoted model scored
 # through its prediction endpoint) vs FLAML, on the same train/test split of shared datasets.
-# Usage: scripts/bench-automl.sh [budget-seconds] [dataset ...]   (default: 60 adult breast_cancer diabetes)
+# Usage: [SEEDS=0,1,2,3,4] scripts/bench-automl.sh [budget-seconds] [dataset ...]
+#   (default: 60 adult breast_cancer diabetes, seed 0). Each seed re-splits the data and reseeds
+#   both sides; the summary shows the promoted model's selection vs held-out score per dataset.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -18,6 +20,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import flaml.automl' 
   "$venv/bin/python" -m pip install --quiet "flaml[automl]==2.7.0"
 fi
 export ORT_DYLIB_PATH="$root/.tools/onnxruntime/libonnxruntime.so"
-"$venv/bin/python" "$root/scripts/bench_automl.py" --budget "$budget" \
+"$venv/bin/python" "$root/scripts/bench_automl.py" --budget "$budget" --seeds "${SEEDS:-0}" \
   --datasets-dir "${DATASETS_DIR:-$root/../shared/datasets}" --flywheel "$root/target/release/flywheel" \
   --work "$root/target/automl-bench" "${datasets[@]}"

@@ -100,6 +100,10 @@ pub struct TrialResult {
     /// Final metrics on the validation split, keyed by metric name.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The exported model's metrics on the final holdout, rows kept out of selection (only
+    /// when the trial selected by cross-validation on the other rows).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holdout_metrics: BTreeMap<String, f64>,
     /// The folder holding `model.onnx` and `model.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_uri: Option<String>,
@@ -118,6 +122,7 @@ impl TrialResult {
             reason: Some(reason),
             message: Some(message.into()),
             metrics: BTreeMap::new(),
+            holdout_metrics: BTreeMap::new(),
             artifact_uri: None,
             latency: None,
             model_bytes: None,
@@ -164,6 +169,7 @@ impl TrialResult {
             status.phase = TrialPhase::Succeeded;
             status.objective = self.metrics.get(metric).copied();
             status.metrics = self.metrics.clone();
+            status.holdout_metrics = self.holdout_metrics.clone();
             status.artifact_uri = Some(
                 self.artifact_uri
                     .clone()

@@ -351,3 +351,207 @@ fn tpe_beats_random_search_on_hartmann6() {
     );
     assert!(tpe < random, "tpe {tpe} vs random {random}");
 }
+
+fn space_of(domains: &[(&str, Domain)]) -> Space {
+    Space {
+        families: vec![FamilySpace {
+            family: Family::GradientBoosting,
+            domains: domains
+                .iter()
+                .map(|(name, domain)| (name.to_string(), domain.clone()))
+                .collect(),
+            fixed: Params::new(),
+        }],
+    }
+}
+
+fn learning_rate() -> Domain {
+    Domain::Float {
+        low: 1e-3,
+        high: 1.0,
+        log: true,
+        steps: None,
+    }
+}
+
+#[test]
+fn the_samplers_resolution_per_parameter_type() {
+    use flywheel_core::search::near_value;
+    let lr = learning_rate();
+    // 2 % of a log width of ln(1000) ≈ 0.138: a 10 % step is near, a 20 % one is not.
+    assert!(near_value(
+        &lr,
+        &ParamValue::Float(0.1),
+        &ParamValue::Float(0.11)
+    ));
+    assert!(!near_value(
+        &lr,
+        &ParamValue::Float(0.1),
+        &ParamValue::Float(0.12)
+    ));
+    assert!(near_value(
+        &lr,
+        &ParamValue::Float(0.001),
+        &ParamValue::Float(0.00105)
+    ));
+    let sub = Domain::Float {
+        low: 0.5,
+        high: 1.0,
+        log: false,
+        steps: None,
+    };
+    assert!(near_value(
+        &sub,
+        &ParamValue::Float(0.80),
+        &ParamValue::Float(0.809)
+    ));
+    assert!(!near_value(
+        &sub,
+        &ParamValue::Float(0.80),
+        &ParamValue::Float(0.811)
+    ));
+    let trees = Domain::Int {
+        low: 10,
+        high: 1010,
+        log: false,
+    };
+    assert!(near_value(
+        &trees,
+        &ParamValue::Int(300),
+        &ParamValue::Int(319)
+    ));
+    assert!(!near_value(
+        &trees,
+        &ParamValue::Int(300),
+        &ParamValue::Int(320)
+    ));
+    // A narrow integer domain keeps every integer distinct.
+    let depth = Domain::Int {
+        low: 1,
+        high: 12,
+        log: false,
+    };
+    assert!(!near_value(
+        &depth,
+        &ParamValue::Int(3),
+        &ParamValue::Int(4)
+    ));
+    assert!(near_value(
+        &depth,
+        &ParamValue::Int(3),
+        &ParamValue::Float(3.0)
+    ));
+    let penalty = Domain::Categorical {
+        values: vec![ParamValue::Str("l1".into()), ParamValue::Str("l2".into())],
+    };
+    assert!(!near_value(
+        &penalty,
+        &ParamValue::Str("l1".into()),
+        &ParamValue::Str("l2".into())
+    ));
+    assert!(near_value(
+        &penalty,
+        &ParamValue::Str("l2".into()),
+        &ParamValue::Str("l2".into())
+    ));
+}
+
+/// Suggests the same configuration whatever it is asked.
+struct Stuck(Params);
+
+impl Sampler for Stuck {
+    fn suggest(&self, _: &SuggestContext<'_>) -> Option<flywheel_core::search::Suggestion> {
+        Some(flywheel_core::search::Suggestion {
+            family: Family::GradientBoosting,
+            params: self.0.clone(),
+        })
+    }
+}
+
+#[test]
+fn a_near_duplicate_is_not_suggested_again() {
+    use flywheel_core::search::{near_duplicate, suggest_distinct};
+    let space = space_of(&[("learning_rate", learning_rate())]);
+    let params = |lr: f64| Params::from([("learning_rate".to_string(), ParamValue::Float(lr))]);
+    let known = vec![Observation {
+        family: Family::GradientBoosting,
+        params: params(0.1),
+        state: ObservationState::Complete,
+        value: Some(0.9),
+    }];
+    let ctx = SuggestContext {
+        space: &space,
+        history: &known,
+        direction: Direction::Maximize,
+        seed: 5,
+        index: 1,
+    };
+    // A fresh suggestion passes untouched.
+    let fresh = suggest_distinct(&Stuck(params(0.5)), &ctx, &known).unwrap();
+    assert_eq!(fresh.params, params(0.5));
+    // A stuck sampler's repeat is replaced by a random configuration far enough away.
+    let replaced = suggest_distinct(&Stuck(params(0.1005)), &ctx, &known).unwrap();
+    assert!(
+        !near_duplicate(&space, &replaced, &known[0]),
+        "{replaced:?}"
+    );
+    assert_eq!(
+        replaced,
+        suggest_distinct(&Stuck(params(0.1005)), &ctx, &known).unwrap(),
+        "deterministic"
+    );
+
+    // A space exhausted at the resolution has nothing more to suggest.
+    let tiny = space_of(&[(
+        "max_depth",
+        Domain::Int {
+            low: 3,
+            high: 3,
+            log: false,
+        },
+    )]);
+    let depth = Params::from([("max_depth".to_string(), ParamValue::Int(3))]);
+    let known = vec![Observation {
+        family: Family::GradientBoosting,
+        params: depth.clone(),
+        state: ObservationState::Failed,
+        value: None,
+    }];
+    let ctx = SuggestContext {
+        space: &tiny,
+        ..ctx
+    };
+    assert_eq!(suggest_distinct(&Stuck(depth), &ctx, &known), None);
+    // TPE on a real space keeps producing fresh configurations.
+    let tpe = TpeSampler::default();
+    let space = space_of(&[
+        ("learning_rate", learning_rate()),
+        (
+            "max_leaves",
+            Domain::Int {
+                low: 4,
+                high: 64,
+                log: true,
+            },
+        ),
+    ]);
+    let mut history: Vec<Observation> = Vec::new();
+    for index in 0..60 {
+        let ctx = SuggestContext {
+            space: &space,
+            history: &history,
+            direction: Direction::Maximize,
+            seed: 11,
+            index,
+        };
+        let s = suggest_distinct(&tpe, &ctx, &history).unwrap();
+        assert!(history.iter().all(|o| !near_duplicate(&space, &s, o)));
+        let lr = s.params["learning_rate"].as_f64().unwrap();
+        history.push(Observation {
+            family: s.family,
+            params: s.params,
+            state: ObservationState::Complete,
+            value: Some(-(lr.ln() - 0.1f64.ln()).abs()),
+        });
+    }
+}

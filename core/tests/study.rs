@@ -654,52 +654,231 @@ fn trial_timeout_fails_the_trial() {
     assert!(!plan.finished);
 }
 
+fn failed(index: u32, reason: &str, message: &str, completed: i64) -> ObservedTrial {
+    let mut t = trial(index, TrialPhase::Failed);
+    t.status.reason = Some(reason.into());
+    t.status.message = Some(message.into());
+    t.status.completion_time = Some(at(completed));
+    t
+}
+
 #[test]
-fn too_many_failures_fails_naming_the_last_failure() {
+fn too_many_failures_fails_grouping_the_failures_by_reason() {
     let mut spec = spec();
     spec.budget.max_trials = 10;
-    spec.budget.max_failed_trials = Some(2);
-    let mut a = trial(0, TrialPhase::Failed);
-    a.status.completion_time = Some(at(50));
-    let mut b = trial(1, TrialPhase::Failed);
-    b.status.completion_time = Some(at(40));
-    b.status.reason = Some("BadInput".into());
-    b.status.message = Some("column species not found".into());
-    let plan = simple(&spec, None, &[a.clone(), running(2, 10)], 100);
+    spec.budget.max_failed_trials = Some(3);
+    let a = failed(
+        0,
+        "ParityMismatch",
+        "validation row 9: 0.61 in the trainer",
+        50,
+    );
+    let b = failed(1, "BadInput", "column species not found", 40);
+    let c = failed(
+        2,
+        "ParityMismatch",
+        "validation row 3: 0.2 in the trainer",
+        45,
+    );
+    let plan = simple(&spec, None, &[a.clone(), b.clone(), running(3, 10)], 100);
     assert!(!plan.finished);
-    let plan = simple(&spec, None, &[b.clone(), a.clone(), running(2, 10)], 100);
+    let plan = simple(
+        &spec,
+        None,
+        &[a.clone(), b.clone(), c.clone(), running(3, 10)],
+        100,
+    );
     assert!(plan.finished);
     assert_eq!(plan.status.phase, StudyPhase::Failed);
+    assert_eq!(plan.winner, None);
     let failed = condition(&plan.status, condition_type::FAILED);
     assert_eq!(failed.reason, reason::TOO_MANY_FAILURES);
-    assert!(
-        failed.message.ends_with("last: iris-0"),
-        "{}",
-        failed.message
+    assert_eq!(
+        failed.message,
+        "3 trials failed (maxFailedTrials is 3); no trial succeeded, nothing to serve: \
+         2 ParityMismatch (iris-0, iris-2: validation row 9: 0.61 in the trainer); \
+         1 BadInput (iris-1: column species not found)"
     );
     assert_eq!(plan.stop.len(), 1);
     assert_eq!(plan.stop[0].reason, reason::STUDY_FAILED);
 
-    a.status.completion_time = Some(at(30));
-    let plan = simple(&spec, None, &[a, b], 100);
-    let failed = condition(&plan.status, condition_type::FAILED);
-    assert!(
-        failed
-            .message
-            .contains("iris-1 (BadInput): column species not found"),
-        "{}",
-        failed.message
-    );
     // Raising the limit resumes the study.
-    spec.budget.max_failed_trials = Some(3);
-    let resumed = simple(
-        &spec,
-        Some(&plan.status),
-        &[trial(0, TrialPhase::Failed), trial(1, TrialPhase::Failed)],
-        101,
-    );
+    spec.budget.max_failed_trials = Some(4);
+    let resumed = simple(&spec, Some(&plan.status), &[a, b, c], 101);
     assert_eq!(resumed.status.phase, StudyPhase::Running);
     assert_eq!(resumed.create.len(), 1);
+}
+
+#[test]
+fn configuration_failures_do_not_end_a_study_that_has_a_model() {
+    let mut spec = spec();
+    spec.budget.max_trials = 20;
+    spec.budget.max_failed_trials = Some(3);
+    spec.budget.parallelism = Some(2);
+    // Five good trials, then the configurations the export cannot reproduce (issue 17).
+    let mut trials: Vec<ObservedTrial> = (0..5)
+        .map(|i| succeeded(i, 0.9 + f64::from(i) / 100.0))
+        .collect();
+    for i in 5..9 {
+        trials.push(failed(i, "ParityMismatch", "prediction differs", 50));
+    }
+    trials.push(failed(9, "BadInput", "max_leaves 2 with max_depth 9", 50));
+    let plan = simple(&spec, None, &trials, 100);
+    assert!(!plan.finished, "{:?}", plan.status.conditions);
+    assert_eq!(plan.status.phase, StudyPhase::Running);
+    assert_eq!(plan.create.len(), 2, "the search goes on");
+
+    // Infrastructure failures still stop it, and it promotes its best trial.
+    for i in 10..13 {
+        trials.push(failed(i, "Internal", "node lost", 60));
+    }
+    let plan = simple(&spec, None, &trials, 100);
+    assert!(plan.finished);
+    assert_eq!(plan.status.phase, StudyPhase::Succeeded);
+    assert_eq!(true_reason(&plan.status), Some(reason::TOO_MANY_FAILURES));
+    let winner = plan.winner.unwrap();
+    assert_eq!(winner.name, "iris-4");
+    let done = condition(&plan.status, condition_type::SUCCEEDED);
+    assert!(
+        done.message
+            .starts_with("3 trials failed (maxFailedTrials is 3); best: trial iris-4"),
+        "{}",
+        done.message
+    );
+
+    // A failure without a known reason is the infrastructure's.
+    let mut trials: Vec<ObservedTrial> = vec![succeeded(0, 0.9)];
+    for i in 1..4 {
+        trials.push(trial(i, TrialPhase::Failed));
+    }
+    let plan = simple(&spec, None, &trials, 100);
+    assert_eq!(true_reason(&plan.status), Some(reason::TOO_MANY_FAILURES));
+    assert_eq!(plan.status.phase, StudyPhase::Succeeded);
+}
+
+#[test]
+fn a_study_that_ends_with_nothing_succeeded_says_why_each_failed() {
+    let mut spec = spec();
+    spec.budget.max_trials = 3;
+    spec.budget.max_failed_trials = Some(10);
+    let trials = [
+        failed(0, "ParityMismatch", "row 1 differs", 10),
+        trial(1, TrialPhase::Pruned),
+        failed(
+            2,
+            "TrialTimeout",
+            "the trial ran past its timeout of 5s",
+            10,
+        ),
+    ];
+    let plan = simple(&spec, None, &trials, 100);
+    assert_eq!(plan.status.phase, StudyPhase::Failed);
+    let failed = condition(&plan.status, condition_type::FAILED);
+    assert_eq!(failed.reason, reason::BUDGET_EXHAUSTED);
+    assert_eq!(
+        failed.message,
+        "3 trials finished; no trial succeeded, nothing to serve: \
+         1 ParityMismatch (iris-0: row 1 differs); \
+         1 TrialTimeout (iris-2: the trial ran past its timeout of 5s)"
+    );
+
+    // Trials that succeeded but miss a constraint are named as such.
+    spec.constraints.max_model_bytes = Some(1);
+    let plan = simple(
+        &spec,
+        None,
+        &[
+            succeeded(0, 0.9),
+            trial(1, TrialPhase::Pruned),
+            trial(2, TrialPhase::Pruned),
+        ],
+        100,
+    );
+    let failed = condition(&plan.status, condition_type::FAILED);
+    assert_eq!(
+        failed.message,
+        "3 trials finished; no succeeded trial meets the constraints, nothing to serve"
+    );
+}
+
+fn measured(mut t: ObservedTrial, p99: f64, bytes: u64) -> ObservedTrial {
+    t.status.latency = Some(Latency {
+        p50_micros: p99 / 2.0,
+        p99_micros: p99,
+    });
+    t.status.model_bytes = Some(bytes);
+    t
+}
+
+fn with_folds(mut t: ObservedTrial, std: f64, n: f64) -> ObservedTrial {
+    t.status.metrics.insert("accuracy_std".into(), std);
+    t.status.metrics.insert("accuracy_n".into(), n);
+    t
+}
+
+#[test]
+fn ties_within_the_noise_go_to_the_cheaper_model() {
+    let spec = spec();
+    let winner = |trials: &[ObservedTrial]| {
+        let refs: Vec<&ObservedTrial> = trials.iter().collect();
+        study::select_winner(&spec, &refs).unwrap()
+    };
+
+    // No spread reported: a tie is equality to TIE_EPSILON. Lower latency wins.
+    let best = winner(&[
+        measured(succeeded(0, 1.0), 120.0, 900),
+        measured(succeeded(1, 1.0), 30.0, 5_000),
+        measured(succeeded(2, 0.99999), 10.0, 100),
+        measured(succeeded(3, 0.98), 5.0, 100),
+    ]);
+    assert_eq!(best.name, "iris-2");
+    assert_eq!(best.tie_broken_by.as_deref(), Some("latency"));
+    assert_eq!(best.objective, 0.99999);
+
+    // Latencies within 10 % are equal: the smaller file wins.
+    let best = winner(&[
+        measured(succeeded(0, 1.0), 100.0, 9_000),
+        measured(succeeded(1, 1.0), 105.0, 3_000),
+    ]);
+    assert_eq!(best.name, "iris-1");
+    assert_eq!(best.tie_broken_by.as_deref(), Some("size"));
+
+    // A clear winner stays the winner, however slow.
+    let best = winner(&[
+        measured(succeeded(0, 0.97), 900.0, 9_000),
+        measured(succeeded(1, 0.95), 10.0, 100),
+    ]);
+    assert_eq!(best.name, "iris-0");
+    assert_eq!(best.tie_broken_by, None);
+
+    // With fold scores, the noise is the best trial's standard error: 0.02 / sqrt(4) = 0.01.
+    let trials = [
+        measured(with_folds(succeeded(0, 0.97), 0.02, 4.0), 200.0, 900),
+        measured(with_folds(succeeded(1, 0.961), 0.03, 4.0), 20.0, 900),
+        measured(with_folds(succeeded(2, 0.959), 0.0, 4.0), 2.0, 900),
+    ];
+    let best = winner(&trials);
+    assert_eq!(best.name, "iris-1");
+    assert_eq!(best.tie_broken_by.as_deref(), Some("latency"));
+
+    // The cheapest tied trial is the one the study promotes and the message names.
+    let mut spec = spec.clone();
+    spec.budget.max_trials = 3;
+    let plan = simple(&spec, None, &trials, 100);
+    assert_eq!(
+        plan.winner.as_ref().map(|w| w.name.as_str()),
+        Some("iris-1")
+    );
+    let done = condition(&plan.status, condition_type::SUCCEEDED);
+    assert!(
+        done.message.ends_with("(tie broken by latency)"),
+        "{}",
+        done.message
+    );
+
+    // An unmeasured latency is the slowest.
+    let best = winner(&[succeeded(0, 1.0), measured(succeeded(1, 1.0), 500.0, 100)]);
+    assert_eq!(best.name, "iris-1");
 }
 
 #[test]
@@ -1167,8 +1346,30 @@ fn oracle(spec: &StudySpec, trials: &[ObservedTrial]) -> Option<(String, f64)> {
         };
         by_value.then(a.0.cmp(&b.0))
     });
-    candidates
-        .first()
+    // Ties (the simulation reports no fold spread, so within TIE_EPSILON) go to the lowest
+    // latency bucket, then the smallest file, then objective order.
+    let (_, _, top) = *candidates.first()?;
+    let trial = |name: &str| trials.iter().find(|t| t.name == name).unwrap();
+    let p99 = |name: &str| {
+        trial(name)
+            .status
+            .latency
+            .map_or(f64::INFINITY, |l| l.p99_micros)
+    };
+    let bytes = |name: &str| trial(name).status.model_bytes.unwrap_or(u64::MAX);
+    let tied: Vec<&(u32, &str, f64)> = candidates
+        .iter()
+        .filter(|c| (c.2 - top).abs() <= study::TIE_EPSILON)
+        .collect();
+    let fastest = tied.iter().map(|c| p99(c.1)).fold(f64::INFINITY, f64::min);
+    let mut fast: Vec<&&(u32, &str, f64)> = tied
+        .iter()
+        .filter(|c| {
+            fastest.is_infinite() || p99(c.1) <= fastest * (1.0 + study::LATENCY_TIE_FRACTION)
+        })
+        .collect();
+    fast.sort_by_key(|c| bytes(c.1));
+    fast.first()
         .map(|(_, name, value)| (name.to_string(), *value))
 }
 

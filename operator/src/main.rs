@@ -264,13 +264,7 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
         println!("no trial qualifies as the winner; nothing to serve");
         return Ok(ExitCode::FAILURE);
     };
-    println!(
-        "winner: {} ({}) {}={:.4}",
-        winner.name,
-        winner.family,
-        metric.as_str(),
-        winner.objective
-    );
+    println!("{}", local::winner_line(&winner, metric.as_str()));
     let Some(model_dir) = winner
         .artifact_uri
         .as_deref()

@@ -89,11 +89,14 @@ pub struct Args {
     #[arg(long, env = "FLYWHEEL_HOLDOUT", default_value_t = 0.2)]
     pub holdout: f64,
 
-    /// Cross-validation folds: 0 scores the model on one holdout split (--holdout); N ≥ 2 scores
-    /// it by N-fold cross-validation (stratified for classification), reports the mean over the
-    /// folds, and exports a model refit on every row.
-    #[arg(long, env = "FLYWHEEL_FOLDS", default_value_t = 0)]
-    pub folds: usize,
+    /// Cross-validation folds. Unset: automatic — under 10,000 rows, repeated 5-fold
+    /// cross-validation (stratified for classification) on the rows outside a final holdout
+    /// (--holdout) gives the reported metrics, and the model trained on those rows is scored on
+    /// the holdout (`holdout_metrics`) and exported; from 10,000 rows, as 0. 0 scores the model
+    /// on one holdout split (--holdout); N ≥ 2 scores it by N-fold cross-validation over every
+    /// row, reports the mean over the folds, and exports a model refit on every row.
+    #[arg(long, env = "FLYWHEEL_FOLDS")]
+    pub folds: Option<usize>,
 
     /// Feature cache shared by trials: a folder path, a `file://` URI or an `s3://bucket/prefix`
     /// URI where the parsed and typed dataset is kept, keyed by the dataset's digest, the target

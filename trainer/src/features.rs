@@ -65,6 +65,19 @@ pub fn holdout(target: &Target, rows: usize, fraction: f64, seed: u64) -> Result
 /// after class), so each fold holds every class in proportion (counts differ by at most one)
 /// and fold sizes differ by at most one; for regression all rows are shuffled and dealt.
 pub fn kfold(target: &Target, rows: usize, folds: usize, seed: u64) -> Result<Vec<Split>> {
+    let all: Vec<usize> = (0..rows).collect();
+    kfold_within(target, &all, folds, seed)
+}
+
+/// [`kfold`] over `within` only (ascending data-row indices, e.g. the rows outside a final
+/// holdout): the folds partition `within`, the other rows are in no split.
+pub fn kfold_within(
+    target: &Target,
+    within: &[usize],
+    folds: usize,
+    seed: u64,
+) -> Result<Vec<Split>> {
+    let rows = within.len();
     if folds < 2 {
         return Err(TrainerError::bad_input(format!(
             "--folds must be 0 (one holdout split) or at least 2, got {folds}"
@@ -72,12 +85,19 @@ pub fn kfold(target: &Target, rows: usize, folds: usize, seed: u64) -> Result<Ve
     }
     if rows < 2 * folds {
         return Err(TrainerError::bad_input(format!(
-            "dataset has {rows} rows with a target: too few for {folds} folds (at least two rows              per fold); lower --folds or use a holdout split (--folds 0)"
+            "dataset has {rows} rows with a target: too few for {folds} folds (at least two rows \
+             per fold); lower --folds or use a holdout split (--folds 0)"
         )));
+    }
+    let universe = within.last().map_or(0, |last| last + 1);
+    let mut member = vec![false; universe];
+    for &row in within {
+        member[row] = true;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = Vec::with_capacity(rows);
-    for mut group in class_groups(target, rows) {
+    for mut group in class_groups(target, universe) {
+        group.retain(|&row| member.get(row).copied().unwrap_or(false));
         group.shuffle(&mut rng);
         order.extend(group);
     }
@@ -89,11 +109,11 @@ pub fn kfold(target: &Target, rows: usize, folds: usize, seed: u64) -> Result<Ve
         .into_iter()
         .map(|mut valid| {
             valid.sort_unstable();
-            let mut held = vec![false; rows];
+            let mut held = vec![false; universe];
             for &row in &valid {
                 held[row] = true;
             }
-            let train = (0..rows).filter(|&row| !held[row]).collect();
+            let train = within.iter().copied().filter(|&row| !held[row]).collect();
             Split { train, valid }
         })
         .collect())
@@ -539,6 +559,39 @@ mod tests {
         assert_eq!(kfold(&values, 10, 3, 0).unwrap().len(), 3);
         assert!(kfold(&values, 10, 6, 0).is_err());
         assert!(kfold(&values, 10, 1, 0).is_err());
+    }
+
+    #[test]
+    fn kfold_within_partitions_only_the_given_rows() {
+        let target = Target::Classes {
+            classes: vec!["a".into(), "b".into()],
+            y: (0..40).map(|i| u32::from(i % 4 == 0)).collect(),
+        };
+        let within: Vec<usize> = (0..40).filter(|r| r % 5 != 0).collect();
+        let folds = kfold_within(&target, &within, 4, 3).unwrap();
+        let mut seen: Vec<usize> = folds.iter().flat_map(|f| f.valid.clone()).collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen, within,
+            "every selection row is validated once, no other row"
+        );
+        for fold in &folds {
+            assert!(
+                fold.train
+                    .iter()
+                    .all(|r| r % 5 != 0 && !fold.valid.contains(r))
+            );
+            assert_eq!(fold.train.len() + fold.valid.len(), within.len());
+        }
+        // Over every row it is plain k-fold.
+        let all: Vec<usize> = (0..40).collect();
+        let a = kfold_within(&target, &all, 4, 3).unwrap();
+        let b = kfold(&target, 40, 4, 3).unwrap();
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.valid == y.valid && x.train == y.train)
+        );
     }
 
     #[test]

@@ -71,9 +71,11 @@ pub struct StudySpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Evaluation {
-    /// Number of cross-validation folds (stratified for classification); unset: one holdout
-    /// split. The reported metrics are the mean over folds and the exported model is refit on
-    /// every row.
+    /// Number of cross-validation folds (stratified for classification). Unset: automatic —
+    /// a table under 10,000 rows is selected by repeated 5-fold cross-validation on the rows
+    /// outside a final holdout (`holdoutFraction`), which only measures the winner; a larger
+    /// one by one holdout split. Set: N-fold over every row, the exported model refit on all
+    /// of them (no final holdout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 20))]
     pub folds: Option<u32>,
@@ -461,7 +463,11 @@ pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub parallelism: Option<u32>,
-    /// The study fails once this many trials have failed (default 3).
+    /// The study stops once this many trials have failed for reasons outside their
+    /// configuration (a crash, a timeout, an evicted pod; default 3). A configuration that
+    /// cannot work (`BadInput`, `ParityMismatch`) fails only its trial and steers the sampler
+    /// away, and counts here only while no trial has succeeded, so a broken dataset still ends
+    /// the study early. A study stopped this way with a succeeded trial promotes its best.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_failed_trials: Option<u32>,
@@ -683,4 +689,12 @@ pub struct BestTrial {
     /// Where the exported model is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_uri: Option<String>,
+    /// The trial's metrics on the final holdout, rows no trial was selected on (see
+    /// `TrialStatus.holdoutMetrics`): the gap to `metrics` is the optimism of selection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holdout_metrics: BTreeMap<String, f64>,
+    /// Set when trials tied on the objective within its noise and the cheaper one was chosen:
+    /// `latency` (lower p99) or `size` (smaller ONNX file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_broken_by: Option<String>,
 }

@@ -77,6 +77,11 @@ pub struct TrialStatus {
     /// Final metrics on the validation split.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// Metrics of the exported model on the final holdout: rows kept out of selection, set
+    /// when the trial was selected by cross-validation on the other rows. Compare with
+    /// `metrics` to see how optimistic selection was.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holdout_metrics: BTreeMap<String, f64>,
     /// The study objective's value, copied out of `metrics` for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<f64>,

@@ -136,3 +136,93 @@ pub(crate) fn same_value(a: &ParamValue, b: &ParamValue) -> bool {
         _ => a == b,
     }
 }
+
+/// The sampler's resolution: two values of a numeric parameter closer than this fraction of
+/// its domain's width (measured in log space for a log domain, so 0.010 and 0.0102 are as close
+/// as 10 and 10.2) are the same setting for search purposes. 2 % gives 50 distinguishable
+/// levels per parameter, finer than any trained model's response to learning rates, depths or
+/// tree counts that we measured; an integer domain narrower than 50 keeps every integer
+/// distinct. Categorical and boolean values must be equal.
+pub const RESOLUTION: f64 = 0.02;
+
+/// Extra draws [`suggest_distinct`] makes before giving up: first from the sampler with other
+/// seeds, then as many uniformly at random.
+pub const DISTINCT_ATTEMPTS: u64 = 8;
+
+/// Whether two values of parameter `domain` lie within [`RESOLUTION`] of each other.
+pub fn near_value(domain: &Domain, a: &ParamValue, b: &ParamValue) -> bool {
+    if same_value(a, b) {
+        return true;
+    }
+    let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else {
+        return false;
+    };
+    let (low, high, log) = match domain {
+        Domain::Float { low, high, log, .. } => (*low, *high, *log),
+        Domain::Int { low, high, log } => (*low as f64, *high as f64, *log),
+        Domain::Categorical { .. } => return false,
+    };
+    let scale = |v: f64| {
+        if log {
+            v.max(f64::MIN_POSITIVE).ln()
+        } else {
+            v
+        }
+    };
+    let width = scale(high) - scale(low);
+    let gap = (scale(x) - scale(y)).abs();
+    width.is_finite() && gap.is_finite() && gap < RESOLUTION * width
+}
+
+/// Whether `suggestion` is within the sampler's resolution of an `observed` configuration: the
+/// same family, and every parameter near the observed one's (compared exactly where the space
+/// has no domain for it).
+pub fn near_duplicate(space: &Space, suggestion: &Suggestion, observed: &Observation) -> bool {
+    if suggestion.family != observed.family || suggestion.params.len() != observed.params.len() {
+        return false;
+    }
+    let domains = space
+        .families
+        .iter()
+        .find(|f| f.family == suggestion.family)
+        .map(|f| &f.domains);
+    suggestion.params.iter().all(|(name, value)| {
+        observed
+            .params
+            .get(name)
+            .is_some_and(|other| match domains.and_then(|d| d.get(name)) {
+                Some(domain) => near_value(domain, value, other),
+                None => same_value(value, other),
+            })
+    })
+}
+
+/// The sampler's suggestion, unless it lies within the resolution of a configuration in
+/// `known` (this study's trials, finished or not): then the sampler is asked again with other
+/// seeds, and then random draws are tried, [`DISTINCT_ATTEMPTS`] of each. `None` when the
+/// sampler has nothing left, or every attempt repeated a known configuration (the space is
+/// exhausted at this resolution). Deterministic in the context, like the samplers.
+pub fn suggest_distinct(
+    sampler: &dyn Sampler,
+    ctx: &SuggestContext<'_>,
+    known: &[Observation],
+) -> Option<Suggestion> {
+    let fresh = |s: &Suggestion| !known.iter().any(|o| near_duplicate(ctx.space, s, o));
+    let first = sampler.suggest(ctx)?;
+    if fresh(&first) {
+        return Some(first);
+    }
+    // Another seed is another random stream for the same index; the multiplier is the 64-bit
+    // golden ratio, which spreads consecutive attempts over the seed space.
+    let reseeded = |attempt: u64| SuggestContext {
+        seed: ctx.seed ^ attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        ..*ctx
+    };
+    (1..=DISTINCT_ATTEMPTS)
+        .filter_map(|attempt| sampler.suggest(&reseeded(attempt)))
+        .chain(
+            (DISTINCT_ATTEMPTS + 1..=2 * DISTINCT_ATTEMPTS)
+                .filter_map(|attempt| random::RandomSampler.suggest(&reseeded(attempt))),
+        )
+        .find(|s| fresh(s))
+}

@@ -15,10 +15,11 @@
 //! - `gamma` is a plain fraction (default 0.25, Bergstra's value), not Optuna's
 //!   `min(ceil(0.1 n), 25)`: the API documents it as "the fraction of finished trials counted as
 //!   good", and a fraction keeps the good set growing with the history.
-//! - Pending trials (running, or suggested in the same batch) and pruned trials join the bad set:
-//!   Optuna's "constant liar" for parallel suggestions, so a batch spreads out instead of
-//!   collapsing onto one point, and pruning is evidence a configuration is worse than its peers.
-//!   Failed trials and non-finite objective values are ignored.
+//! - Pending trials (running, or suggested in the same batch), pruned and failed trials join the
+//!   bad set: Optuna's "constant liar" for parallel suggestions, so a batch spreads out instead
+//!   of collapsing onto one point; pruning is evidence a configuration is worse than its peers,
+//!   and a failure that its configuration caused (a rejected combination, a parity mismatch)
+//!   will recur near it. Completed trials with a non-finite objective are ignored.
 //! - Numeric densities are mixtures of Gaussians truncated to the domain (in log space for log
 //!   domains; integers own the half-unit either side), one per observation plus a prior component
 //!   centred on the domain with the domain's width as spread. Bandwidths follow Optuna: the larger
@@ -156,7 +157,7 @@ impl Sampler for TpeSampler {
 enum Role {
     /// Completed, with its loss (the objective, negated when maximising).
     Scored(f64),
-    /// Pending or pruned: always in the bad set.
+    /// Pending, pruned or failed: always in the bad set.
     Bad,
 }
 
@@ -190,8 +191,12 @@ fn classify<'a>(
                         Direction::Maximize => -value,
                     })
                 }
-                ObservationState::Pending | ObservationState::Pruned => Role::Bad,
-                ObservationState::Failed => return None,
+                // A failed configuration (one the trainer rejected, or whose export did not
+                // match) is evidence against its region, like a pruned one; ignoring it would
+                // let the sampler propose its neighbours again and again.
+                ObservationState::Pending | ObservationState::Pruned | ObservationState::Failed => {
+                    Role::Bad
+                }
             };
             Some(Trial {
                 position,
@@ -719,15 +724,20 @@ mod tests {
         assert!(mean(Direction::Minimize) < 0.3);
     }
 
-    #[test]
-    fn pending_trials_push_parallel_suggestions_apart() {
-        let space = one_float_space();
-        let mut history: Vec<Observation> = (0..20)
+    /// Twenty evenly spread trials whose loss grows with the distance from 0.5.
+    fn best_at_the_middle() -> Vec<Observation> {
+        (0..20)
             .map(|i| {
                 let x = f64::from(i) / 19.0;
                 observation(x, ObservationState::Complete, Some((x - 0.5).abs()))
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn pending_trials_push_parallel_suggestions_apart() {
+        let space = one_float_space();
+        let mut history = best_at_the_middle();
         let sampler = TpeSampler::default();
         let first = suggest_x(&sampler, &space, &history, 20);
         // A pile of pending trials at the first suggestion makes that point look bad.
@@ -742,10 +752,32 @@ mod tests {
     }
 
     #[test]
-    fn ignores_failed_and_non_finite_and_out_of_domain_observations() {
+    fn failed_trials_steer_suggestions_away() {
+        let space = one_float_space();
+        // The best completed trials sit at 0.5, and so do a pile of failures.
+        let mut history = best_at_the_middle();
+        let sampler = TpeSampler::default();
+        let near = |history: &[Observation]| {
+            (40..60)
+                .map(|i| suggest_x(&sampler, &space, history, i))
+                .filter(|x| (x - 0.5).abs() < 0.05)
+                .count()
+        };
+        let before = near(&history);
+        for _ in 0..20 {
+            history.push(observation(0.5, ObservationState::Failed, None));
+        }
+        let after = near(&history);
+        assert!(
+            after < before,
+            "near the failures: {before} before, {after} after"
+        );
+    }
+
+    #[test]
+    fn ignores_non_finite_and_out_of_domain_observations() {
         let space = one_float_space();
         let mut history = vec![
-            observation(0.5, ObservationState::Failed, Some(0.0)),
             observation(0.5, ObservationState::Complete, Some(f64::NAN)),
             observation(0.5, ObservationState::Complete, Some(f64::INFINITY)),
             observation(7.0, ObservationState::Complete, Some(0.0)),

@@ -22,6 +22,10 @@
 //!   `warmStart.studies` order, then the sampler. Which seeded configurations are still due is
 //!   decided by matching the seeded list against existing trials of the same origin, family and
 //!   parameters, so it survives restarts and picks up configurations added later.
+//! * **Near-duplicates.** A sampler's suggestion within [`search::RESOLUTION`] of one of this
+//!   study's trials (any phase) is not created: the sampler is asked again with other seeds,
+//!   then random draws; when all of them repeat known configurations the space counts as
+//!   exhausted (`GridExhausted`). A grid's points and seeded configurations are run as listed.
 //! * **Sampler.** Sees the warm-start observations followed by this study's trials in index
 //!   order (pending and running ones as [`ObservationState::Pending`]), plus the trials created
 //!   earlier in the same plan; that is exactly the history it will see for the same index on the
@@ -32,7 +36,12 @@
 //!   1. invalid spec (`validate::validate_spec`, and the name): Failed, `InvalidSpec`; nothing
 //!      is created or stopped, so a quick fix of the spec loses no work;
 //!   2. the best qualifying trial reaches `objective.goal`: Succeeded, `GoalReached`;
-//!   3. `maxFailedTrials` trials failed: Failed, `TooManyFailures`;
+//!   3. `maxFailedTrials` trials failed, counting infrastructure failures always and
+//!      configuration failures ([`is_configuration_failure`]: `BadInput`, `ParityMismatch`)
+//!      only while no trial has succeeded: `TooManyFailures`. A configuration that cannot work
+//!      fails its trial and the sampler steers away from it (TPE puts it in the bad set), but
+//!      it does not end a study that has shown it can produce models; a dataset every
+//!      configuration rejects still ends the study after `maxFailedTrials` trials;
 //!   4. nothing is active and `maxTrials` trials finished: `BudgetExhausted`;
 //!   5. nothing is active, nothing is left to seed and the sampler has no suggestion:
 //!      `GridExhausted`;
@@ -47,7 +56,9 @@
 //!   `Unschedulable`, the trials and the scheduler's message); once it exists it turns `True`
 //!   when no pending trial waits for a node. It is absent for a study whose trials always
 //!   scheduled.
-//!   Endings 4 to 6 succeed when a trial qualifies as winner and fail otherwise; 2, 3 and 6
+//!   Endings 3 to 6 succeed when a trial qualifies as winner and fail otherwise (a failed
+//!   study's message then groups every failure by reason, with the trials and a message per
+//!   reason, so "nothing to serve" always says why); 2, 3 and 6
 //!   stop every pending or running trial (phase Pruned). When several hold, the first wins,
 //!   except that the ending already recorded in `previous` keeps winning while it holds: a
 //!   study stopped by its timeout has often spent its budget too once the stops land, and its
@@ -55,9 +66,11 @@
 //! * **Stopping trials** of a running study: a running trial past `trialTimeoutSeconds` since
 //!   its `startTime` fails with `TrialTimeout`; otherwise a running trial with reports that the
 //!   early-stopping rule judges unpromising is Pruned with `EarlyStopped`.
-//! * **Winner.** The Succeeded trial with the best finite objective (`status.objective`, else
-//!   `status.metrics[<metric>]`) that meets every constraint; a trial without the measurement a
-//!   constraint needs does not qualify. Ties go to the lower index.
+//! * **Winner.** Among the Succeeded trials with a finite objective (`status.objective`, else
+//!   `status.metrics[<metric>]`) that meet every constraint (a trial without the measurement a
+//!   constraint needs does not qualify), see [`select_winner`]: the best objective, unless
+//!   others tie with it within the metric's noise, in which case the cheapest of those to
+//!   serve wins (lower p99 latency, then smaller ONNX file) and `tieBrokenBy` says so.
 //! * **Status.** Counts and progress describe the observed trials; conditions `Running`,
 //!   `Succeeded` and `Failed` share one reason and message and keep their `lastTransitionTime`
 //!   while their status holds; `startTime` and `completionTime` are written once. Times are
@@ -70,10 +83,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
-    self, BestTrial, Constraints, Direction, EarlyStopping, EarlyStoppingRule, Metric, Report,
-    StudyPhase, StudySpec, StudyStatus, Trial, TrialCounts, TrialOrigin, TrialPhase, TrialSpec,
-    TrialStatus,
+    self, AlgorithmName, BestTrial, Constraints, Direction, EarlyStopping, EarlyStoppingRule,
+    Metric, Report, StudyPhase, StudySpec, StudyStatus, Trial, TrialCounts, TrialOrigin,
+    TrialPhase, TrialSpec, TrialStatus,
 };
+use crate::protocol::FailureReason;
 use crate::search::space::{Family, ParamValue, Params};
 use crate::search::{
     self, Observation, ObservationState, Sampler, Space, SuggestContext, Suggestion,
@@ -312,7 +326,7 @@ pub fn plan_with(
         spec,
         id,
         trials: &trials,
-        best: best_trial(spec, &trials),
+        best: select_winner(spec, &trials),
         counts: count(&trials),
         max_trials: spec.budget.max_trials,
     };
@@ -454,6 +468,61 @@ pub fn meets_constraints(constraints: &Constraints, status: &TrialStatus) -> boo
         .max_model_bytes
         .is_none_or(|max| status.model_bytes.is_some_and(|bytes| bytes <= max));
     latency_ok && size_ok
+}
+
+/// Whether a trial failed because of its own configuration or the dataset, which a rerun would
+/// fail again: the trainer's `BadInput` (parameters or data it cannot use) and `ParityMismatch`
+/// (its exported model does not reproduce it). Everything else (`Internal`, a crash, a timeout,
+/// an evicted pod) is the infrastructure's.
+pub fn is_configuration_failure(status: &TrialStatus) -> bool {
+    status.phase == TrialPhase::Failed
+        && matches!(
+            status.reason.as_deref(),
+            Some(r) if r == FailureReason::BadInput.as_str()
+                || r == FailureReason::ParityMismatch.as_str()
+        )
+}
+
+/// The failed trials grouped by reason, largest group first: `2 ParityMismatch (s-1, s-4:
+/// <the first one's message>); 1 Internal (s-2: …)`. Up to three names per group.
+pub fn failure_summary(trials: &[&ObservedTrial]) -> String {
+    const NAMES: usize = 3;
+    let mut groups: Vec<(&str, Vec<&ObservedTrial>)> = Vec::new();
+    for trial in trials.iter().filter(|t| t.phase() == TrialPhase::Failed) {
+        let reason = trial.status.reason.as_deref().unwrap_or("Failed");
+        match groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, members)) => members.push(trial),
+            None => groups.push((reason, vec![trial])),
+        }
+    }
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    groups
+        .iter()
+        .map(|(reason, members)| {
+            let mut names: Vec<&str> = members
+                .iter()
+                .take(NAMES)
+                .map(|t| t.name.as_str())
+                .collect();
+            let more = members.len().saturating_sub(NAMES);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let message = members
+                .iter()
+                .find_map(|t| t.status.message.as_deref())
+                .map_or_else(String::new, |m| format!(": {m}"));
+            names.dedup();
+            format!(
+                "{} {reason} ({}{more}{message})",
+                members.len(),
+                names.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The study's settled facts, shared by the decisions below.
@@ -603,24 +672,13 @@ impl StudyView<'_> {
             });
         }
         let max_failed = self.spec.budget.max_failed_trials();
-        if self.counts.failed >= max_failed {
-            let last = self
-                .trials
-                .iter()
-                .filter(|t| t.phase() == TrialPhase::Failed)
-                .max_by(|a, b| {
-                    a.status
-                        .completion_time
-                        .cmp(&b.status.completion_time)
-                        .then(a.spec.index.cmp(&b.spec.index))
-                })
-                .map_or_else(String::new, |t| format!("; last: {}", describe_failure(t)));
-            let message = format!(
-                "{} trials failed (maxFailedTrials is {max_failed}){last}",
-                self.counts.failed
-            );
+        let counted = self.counted_failures();
+        if counted >= max_failed {
+            let (phase, message) = self.judged(format!(
+                "{counted} trials failed (maxFailedTrials is {max_failed})"
+            ));
             endings.push(End {
-                phase: StudyPhase::Failed,
+                phase,
                 reason: reason::TOO_MANY_FAILURES,
                 message,
                 stop_reason: Some(reason::STUDY_FAILED),
@@ -729,21 +787,52 @@ impl StudyView<'_> {
         }
     }
 
-    /// A study that ran out of time or configurations succeeds only with a winner to show.
+    /// The failures `maxFailedTrials` is compared with: infrastructure failures, plus
+    /// configuration failures while nothing has succeeded.
+    fn counted_failures(&self) -> u32 {
+        let nothing_succeeded = self.counts.succeeded == 0;
+        let counted = self
+            .trials
+            .iter()
+            .filter(|t| t.phase() == TrialPhase::Failed)
+            .filter(|t| nothing_succeeded || !is_configuration_failure(&t.status))
+            .count();
+        u32::try_from(counted).unwrap_or(u32::MAX)
+    }
+
+    /// A study that ends succeeds exactly when a trial qualifies as winner; otherwise the
+    /// message says why nothing does.
     fn judged(&self, what: String) -> (StudyPhase, String) {
         match &self.best {
-            Some(best) => (
-                StudyPhase::Succeeded,
+            Some(best) => {
+                let tie = best
+                    .tie_broken_by
+                    .as_deref()
+                    .map_or_else(String::new, |by| format!(" (tie broken by {by})"));
+                (
+                    StudyPhase::Succeeded,
+                    format!(
+                        "{what}; best: trial {} with {} {}{tie}",
+                        best.name,
+                        self.spec.objective.metric.as_str(),
+                        best.objective
+                    ),
+                )
+            }
+            None if self.counts.succeeded > 0 => (
+                StudyPhase::Failed,
+                format!("{what}; no succeeded trial meets the constraints, nothing to serve"),
+            ),
+            None if self.counts.failed > 0 => (
+                StudyPhase::Failed,
                 format!(
-                    "{what}; best: trial {} with {} {}",
-                    best.name,
-                    self.spec.objective.metric.as_str(),
-                    best.objective
+                    "{what}; no trial succeeded, nothing to serve: {}",
+                    failure_summary(self.trials)
                 ),
             ),
             None => (
                 StudyPhase::Failed,
-                format!("{what}; no trial succeeded within the constraints"),
+                format!("{what}; no trial succeeded, nothing to serve"),
             ),
         }
     }
@@ -835,6 +924,7 @@ impl StudyView<'_> {
             .iter()
             .flat_map(|parent| parent.observations.iter().cloned())
             .collect();
+        let inherited = history.len();
         let metric = self.spec.objective.metric;
         history.extend(
             self.trials
@@ -856,7 +946,16 @@ impl StudyView<'_> {
                         seed,
                         index,
                     };
-                    match sampler.suggest(&ctx) {
+                    // A grid enumerates exactly the points the user listed; other samplers
+                    // must not spend a trial on a configuration already tried to within their
+                    // resolution (search::RESOLUTION), which on small data only re-measures
+                    // noise.
+                    let suggested = if self.spec.algorithm.name == AlgorithmName::Grid {
+                        sampler.suggest(&ctx)
+                    } else {
+                        search::suggest_distinct(sampler, &ctx, &history[inherited..])
+                    };
+                    match suggested {
                         Some(suggestion) => (suggestion, TrialOrigin::Sampler),
                         None => return (create, true),
                     }
@@ -1064,39 +1163,88 @@ fn checked_space(spec: &StudySpec, name: &str) -> Result<Space, Vec<FieldError>>
     }
 }
 
-/// The best Succeeded trial that meets the constraints.
-fn best_trial(spec: &StudySpec, trials: &[&ObservedTrial]) -> Option<BestTrial> {
+/// Objective differences below this count as ties when a trial reports no spread over folds:
+/// the precision leaderboards print, below which a single validation split cannot tell models
+/// apart either.
+pub const TIE_EPSILON: f64 = 1e-4;
+
+/// Single-row p99 latencies within this fraction of each other count as equal when breaking a
+/// tie: p99s of one model measured twice differ by about that much.
+pub const LATENCY_TIE_FRACTION: f64 = 0.1;
+
+/// The noise of a trial's objective: the standard error of its mean over folds
+/// (`<metric>_std / sqrt(<metric>_n)`, the population spread of the fold scores over the square
+/// root of their number) when the trial reports them, else [`TIE_EPSILON`]; never below it.
+pub fn objective_noise(status: &TrialStatus, metric: &str) -> f64 {
+    let std = status.metrics.get(&format!("{metric}_std")).copied();
+    let n = status.metrics.get(&format!("{metric}_n")).copied();
+    match (std, n) {
+        (Some(std), Some(n)) if std.is_finite() && n >= 2.0 => (std / n.sqrt()).max(TIE_EPSILON),
+        _ => TIE_EPSILON,
+    }
+}
+
+/// The winner among `trials`: the Succeeded trial with the best finite objective that meets
+/// every constraint — unless other qualifying trials tie with it, i.e. lie within the best
+/// trial's [`objective_noise`] of its objective. Then the cheapest of the tied trials to serve
+/// wins: the lowest p99 latency (within [`LATENCY_TIE_FRACTION`] counts as equal; unmeasured
+/// is worst), then the smallest ONNX file, then the better objective, then the lower index;
+/// `tie_broken_by` is `latency` or `size` when that chose another trial than the objective
+/// alone would have. The local runner and the operator both promote this trial.
+pub fn select_winner(spec: &StudySpec, trials: &[&ObservedTrial]) -> Option<BestTrial> {
     let metric = spec.objective.metric;
     let direction = metric.direction();
-    let mut best: Option<(&ObservedTrial, f64)> = None;
-    for trial in trials {
-        if trial.phase() != TrialPhase::Succeeded
-            || !meets_constraints(&spec.constraints, &trial.status)
-        {
-            continue;
-        }
-        let Some(value) = objective_of(&trial.status, metric.as_str()) else {
-            continue;
-        };
-        let better = match best {
-            None => true,
-            Some((current, current_value)) => match rank(direction, value, current_value) {
-                Ordering::Less => true,
-                Ordering::Equal => trial.spec.index < current.spec.index,
-                Ordering::Greater => false,
-            },
-        };
-        if better {
-            best = Some((trial, value));
-        }
-    }
-    best.map(|(trial, objective)| BestTrial {
-        name: trial.name.clone(),
-        family: trial.spec.family,
-        params: trial.spec.params.clone(),
+    let mut qualifying: Vec<(&ObservedTrial, f64)> = trials
+        .iter()
+        .filter(|t| {
+            t.phase() == TrialPhase::Succeeded && meets_constraints(&spec.constraints, &t.status)
+        })
+        .filter_map(|t| objective_of(&t.status, metric.as_str()).map(|v| (*t, v)))
+        .collect();
+    qualifying.sort_by(|a, b| rank(direction, a.1, b.1).then(a.0.spec.index.cmp(&b.0.spec.index)));
+    let (top, top_value) = *qualifying.first()?;
+    let noise = objective_noise(&top.status, metric.as_str());
+    let tied: Vec<&(&ObservedTrial, f64)> = qualifying
+        .iter()
+        .filter(|(_, value)| (value - top_value).abs() <= noise)
+        .collect();
+    let p99 = |t: &ObservedTrial| {
+        t.status
+            .latency
+            .map(|l| l.p99_micros)
+            .filter(|p| p.is_finite())
+            .unwrap_or(f64::INFINITY)
+    };
+    let bytes = |t: &ObservedTrial| t.status.model_bytes.unwrap_or(u64::MAX);
+    let fastest = tied
+        .iter()
+        .map(|(t, _)| p99(t))
+        .fold(f64::INFINITY, f64::min);
+    let fast: Vec<&&(&ObservedTrial, f64)> = tied
+        .iter()
+        .filter(|(t, _)| p99(t) <= fastest * (1.0 + LATENCY_TIE_FRACTION) || fastest.is_infinite())
+        .collect();
+    // `fast` keeps the objective order, so the first of the smallest is the better objective.
+    let (chosen, objective) = fast
+        .iter()
+        .min_by_key(|(t, _)| bytes(t))
+        .map_or((top, top_value), |(t, v)| (*t, *v));
+    let tie_broken_by = if chosen.name == top.name {
+        None
+    } else if fast.iter().any(|(t, _)| t.name == top.name) {
+        Some("size".to_string())
+    } else {
+        Some("latency".to_string())
+    };
+    Some(BestTrial {
+        name: chosen.name.clone(),
+        family: chosen.spec.family,
+        params: chosen.spec.params.clone(),
         objective,
-        metrics: trial.status.metrics.clone(),
-        artifact_uri: trial.status.artifact_uri.clone(),
+        metrics: chosen.status.metrics.clone(),
+        artifact_uri: chosen.status.artifact_uri.clone(),
+        holdout_metrics: chosen.status.holdout_metrics.clone(),
+        tie_broken_by,
     })
 }
 
@@ -1152,16 +1300,6 @@ fn expired(start: &Time, seconds: u64, now: &Time) -> bool {
 
 fn whole_seconds(time: &Time) -> Time {
     Timestamp::from_second(time.0.as_second()).map_or_else(|_| time.clone(), Time)
-}
-
-fn describe_failure(trial: &ObservedTrial) -> String {
-    let status = &trial.status;
-    match (status.reason.as_deref(), status.message.as_deref()) {
-        (Some(reason), Some(message)) => format!("{} ({reason}): {message}", trial.name),
-        (Some(reason), None) => format!("{} ({reason})", trial.name),
-        (None, Some(message)) => format!("{}: {message}", trial.name),
-        (None, None) => trial.name.clone(),
-    }
 }
 
 /// Whether two configurations set the same values. Numbers compare by value because `3` and

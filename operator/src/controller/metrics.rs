@@ -250,6 +250,8 @@ mod tests {
                 objective: 0.875,
                 metrics: Default::default(),
                 artifact_uri: None,
+                holdout_metrics: Default::default(),
+                tie_broken_by: None,
             }),
             ..StudyStatus::default()
         };

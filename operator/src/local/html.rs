@@ -11,7 +11,7 @@ use flywheel_core::model_card::ModelCard;
 use flywheel_core::search::space::Family;
 use serde_json::Value;
 
-use super::report::{compact_params, ranked};
+use super::report::{compact_params, holdout_score, ranked};
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 260.0;
@@ -46,9 +46,17 @@ pub fn render(study: &Study, trials: &[Trial], winner_dir: Option<&Path>) -> Str
         },
     );
     if let Some(best) = &status.best_trial {
+        let holdout = best
+            .holdout_metrics
+            .get(metric.as_str())
+            .map_or_else(String::new, |v| format!(", on the final holdout {v:.4}"));
+        let tie = best
+            .tie_broken_by
+            .as_deref()
+            .map_or_else(String::new, |by| format!(" — tie broken by {}", escape(by)));
         let _ = write!(
             html,
-            "<p>Best: <b>{}</b> ({}) {} = {:.4}</p>",
+            "<p>Best: <b>{}</b> ({}) {} = {:.4}{holdout}{tie}</p>",
             escape(&best.name),
             best.family,
             metric.as_str(),
@@ -338,16 +346,17 @@ fn importance_chart(scored: &[(&Trial, f64)]) -> String {
 /// `scored` comes ranked best first.
 fn leaderboard_table(trials: &[Trial], scored: &[(&Trial, f64)], metric: &str) -> String {
     let mut table = format!(
-        "<table><tr><th>#</th><th>trial</th><th>family</th><th>{metric}</th><th>p99 µs</th><th>bytes</th><th>params</th></tr>"
+        "<table><tr><th>#</th><th>trial</th><th>family</th><th>{metric}</th><th>holdout</th><th>p99 µs</th><th>bytes</th><th>params</th></tr>"
     );
     for (rank, (trial, value)) in scored.iter().enumerate() {
         let status = trial.status.as_ref();
         let _ = write!(
             table,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{value:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{value:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             rank + 1,
             escape(trial.metadata.name.as_deref().unwrap_or_default()),
             trial.spec.family,
+            holdout_score(trial, metric).map_or("-".into(), |v| format!("{v:.4}")),
             status
                 .and_then(|s| s.latency)
                 .map_or("-".into(), |l| format!("{:.0}", l.p99_micros)),
@@ -364,7 +373,7 @@ fn leaderboard_table(trials: &[Trial], scored: &[(&Trial, f64)], metric: &str) -
         if matches!(status.phase, TrialPhase::Failed | TrialPhase::Pruned) {
             let _ = write!(
                 table,
-                "<tr class=\"muted\"><td>–</td><td>{}</td><td>{}</td><td colspan=\"4\">{:?}: {}</td></tr>",
+                "<tr class=\"muted\"><td>–</td><td>{}</td><td>{}</td><td colspan=\"5\">{:?}: {}</td></tr>",
                 escape(trial.metadata.name.as_deref().unwrap_or_default()),
                 trial.spec.family,
                 status.phase,

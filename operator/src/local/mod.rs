@@ -262,7 +262,12 @@ pub fn run(
                     .count();
                 let this = trial_status(&trials[&trial_name]);
                 let outcome = match (this.phase, this.objective) {
-                    (TrialPhase::Succeeded, Some(value)) => format!("{metric}={value:.4}"),
+                    (TrialPhase::Succeeded, Some(value)) => {
+                        match report::holdout_score(&trials[&trial_name], metric) {
+                            Some(holdout) => format!("{metric}={value:.4} (holdout {holdout:.4})"),
+                            None => format!("{metric}={value:.4}"),
+                        }
+                    }
                     (phase, _) => {
                         format!("{phase:?}: {}", this.message.clone().unwrap_or_default())
                     }
@@ -401,7 +406,7 @@ fn warm_history(study: &Study, root: &Path) -> WarmHistory {
     WarmHistory { studies }
 }
 
-pub use report::{leaderboard, ranked};
+pub use report::{leaderboard, ranked, winner_line};
 pub use serve::{curl_examples, example_instance, serve};
 
 /// Writes the study directory's HTML report to `output` and returns the number of trials in it.

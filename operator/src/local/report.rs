@@ -1,6 +1,6 @@
 //! The terminal leaderboard.
 
-use flywheel_core::api::{Direction, Trial, TrialPhase};
+use flywheel_core::api::{BestTrial, Direction, Trial, TrialPhase};
 use flywheel_core::search::space::Params;
 
 /// `k=v` pairs, floats shortened, for one-line display.
@@ -51,12 +51,22 @@ pub fn ranked<'a>(
     rows
 }
 
-/// The finished trials ranked by objective, best first, as a table.
+/// A trial's score on the final holdout (rows no trial was selected on), when it has one.
+pub fn holdout_score(trial: &Trial, metric: &str) -> Option<f64> {
+    trial
+        .status
+        .as_ref()
+        .and_then(|s| s.holdout_metrics.get(metric).copied())
+        .filter(|v| v.is_finite())
+}
+
+/// The finished trials ranked by objective (the selection score), best first, as a table with
+/// each trial's holdout score beside it: the gap is how optimistic selection was.
 pub fn leaderboard(trials: &[Trial], metric: &str, direction: Direction, top: usize) -> String {
     let rows = ranked(trials, direction);
     let mut out = format!(
-        "{:<4} {:<28} {:<18} {:>10} {:>12} {:>10}  params\n",
-        "rank", "trial", "family", metric, "p99 latency", "size"
+        "{:<4} {:<28} {:<18} {:>10} {:>10} {:>12} {:>10}  params\n",
+        "rank", "trial", "family", metric, "holdout", "p99 latency", "size"
     );
     for (rank, (trial, value)) in rows.iter().take(top).enumerate() {
         let status = trial.status.as_ref();
@@ -66,12 +76,14 @@ pub fn leaderboard(trials: &[Trial], metric: &str, direction: Direction, top: us
         let size = status
             .and_then(|s| s.model_bytes)
             .map_or("-".to_string(), human_bytes);
+        let holdout = holdout_score(trial, metric).map_or("-".to_string(), |v| format!("{v:.4}"));
         out.push_str(&format!(
-            "{:<4} {:<28} {:<18} {:>10.4} {:>12} {:>10}  {}\n",
+            "{:<4} {:<28} {:<18} {:>10.4} {:>10} {:>12} {:>10}  {}\n",
             rank + 1,
             trial.metadata.name.as_deref().unwrap_or_default(),
             trial.spec.family.as_str(),
             value,
+            holdout,
             latency,
             size,
             compact_params(&trial.spec.params)
@@ -106,4 +118,22 @@ fn human_bytes(bytes: u64) -> String {
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} B"),
     }
+}
+
+/// The promoted trial in one line: its selection and holdout scores, and why it won a tie.
+pub fn winner_line(winner: &BestTrial, metric: &str) -> String {
+    let holdout = winner
+        .holdout_metrics
+        .get(metric)
+        .map_or_else(String::new, |v| format!(", holdout {v:.4}"));
+    let tie = winner
+        .tie_broken_by
+        .as_deref()
+        .map_or_else(String::new, |by| {
+            format!(" (tie broken by {by}: other trials scored within the noise of the best)")
+        });
+    format!(
+        "winner: {} ({}) {metric}={:.4}{holdout}{tie}",
+        winner.name, winner.family, winner.objective
+    )
 }
