@@ -505,9 +505,19 @@ const BOOLEAN_V2: &str = "/v2/models/diabetes_boolean/infer";
 fn boolean_row(sex: &Value) -> Vec<(String, Value)> {
     let expected = common::expected("diabetes_boolean");
     let row = expected["instances"][0].as_object().unwrap().clone();
-    row.into_iter()
-        .map(|(name, value)| {
-            let value = if name == "sex" { sex.clone() } else { value };
+    let card = std::fs::read_to_string(common::fixture("diabetes_boolean").join("model.json"));
+    let card: Value = serde_json::from_str(&card.unwrap()).unwrap();
+    card["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|input| {
+            let name = input["name"].as_str().unwrap().to_string();
+            let value = if name == "sex" {
+                sex.clone()
+            } else {
+                row[&name].clone()
+            };
             (name, value)
         })
         .collect()
