@@ -87,6 +87,39 @@ impl ColumnKind {
     }
 }
 
+/// The spellings a boolean cell may take, in the words error messages and docs use. The trainer
+/// reads a CSV cell with [`boolean_from_text`] and the server every route's JSON cell with
+/// [`boolean_from_text`] and [`boolean_from_number`], so what a user's own table holds is what
+/// the served model accepts.
+pub const BOOLEAN_SPELLINGS: &str = "true or false, the numbers 1 or 0 (1.0 or 0.0 too), or the \
+    strings \"true\", \"false\", \"yes\", \"no\", \"1\", \"0\" (any case, 1.0 or 0.0 too)";
+
+/// A boolean written as a number: exactly 1 or 0 (so 1.0 and -0.0 too); anything else is not a
+/// boolean, rather than "non-zero is true", so a numeric column sent by mistake is refused.
+pub fn boolean_from_number(value: f64) -> Option<bool> {
+    if value == 1.0 {
+        Some(true)
+    } else if value == 0.0 {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A boolean written as text: true/false and yes/no in any case, or a number that
+/// [`boolean_from_number`] accepts ("1", "0.0"); surrounding whitespace is ignored, as in a CSV
+/// cell.
+pub fn boolean_from_text(text: &str) -> Option<bool> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("yes") {
+        Some(true)
+    } else if text.eq_ignore_ascii_case("false") || text.eq_ignore_ascii_case("no") {
+        Some(false)
+    } else {
+        text.parse::<f64>().ok().and_then(boolean_from_number)
+    }
+}
+
 /// The ONNX outputs' names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelOutputs {
@@ -125,4 +158,31 @@ pub struct Lineage {
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_table_of_boolean_spellings() {
+        for text in [
+            "true", "TRUE", " True ", "yes", "YES", "1", "1.0", "1.00", "1e0",
+        ] {
+            assert_eq!(boolean_from_text(text), Some(true), "{text:?}");
+        }
+        for text in ["false", "False", "no", "No", "0", "0.0", "-0", " 0 "] {
+            assert_eq!(boolean_from_text(text), Some(false), "{text:?}");
+        }
+        for text in [
+            "", "2", "0.5", "-1", "t", "f", "y", "on", "nan", "inf", "null", "truee",
+        ] {
+            assert_eq!(boolean_from_text(text), None, "{text:?}");
+        }
+        assert_eq!(boolean_from_number(1.0), Some(true));
+        assert_eq!(boolean_from_number(-0.0), Some(false));
+        for number in [2.0, 0.5, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(boolean_from_number(number), None, "{number}");
+        }
+    }
 }

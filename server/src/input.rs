@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
-use flywheel_core::model_card::{ColumnKind, InputColumn};
+use flywheel_core::model_card::{
+    BOOLEAN_SPELLINGS, ColumnKind, InputColumn, boolean_from_number, boolean_from_text,
+};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -54,6 +56,23 @@ fn to_f32(column: &InputColumn, number: f64, field: &str) -> Result<f32, ApiErro
     Ok(value)
 }
 
+/// A boolean column's cell, on every route (V1 objects and arrays, V2 tensors of any datatype,
+/// and the fast path through [`boolean_cell`]): the spellings of [`BOOLEAN_SPELLINGS`], as the
+/// float the model takes. `None` for anything else, including null (the caller's business).
+fn boolean_value(value: &Value) -> Option<f32> {
+    let boolean = match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_f64().and_then(boolean_from_number),
+        Value::String(s) => boolean_from_text(s),
+        _ => None,
+    };
+    boolean.map(boolean_f32)
+}
+
+fn boolean_f32(b: bool) -> f32 {
+    if b { 1.0 } else { 0.0 }
+}
+
 fn null_error(column: &InputColumn, field: &str) -> ApiError {
     ApiError::field(
         field,
@@ -87,32 +106,34 @@ fn push_cell(
             v.push(to_f32(column, number, field)?);
             Ok(())
         }
-        (ColumnKind::Boolean, Value::Bool(b), ColumnData::F32(v)) => {
-            v.push(if *b { 1.0 } else { 0.0 });
+        (ColumnKind::Boolean, value, ColumnData::F32(v)) => {
+            v.push(boolean_value(value).ok_or_else(|| mismatch(column, value, field))?);
             Ok(())
         }
         (ColumnKind::Categorical, Value::String(s), ColumnData::Str(v)) => {
             v.push(s.clone());
             Ok(())
         }
-        (kind, other, _) => {
-            let expected = match kind {
-                ColumnKind::Numeric => "a number",
-                ColumnKind::Categorical => "a string",
-                ColumnKind::Boolean => "true or false",
-            };
-            let null = if column.nullable { " or null" } else { "" };
-            Err(ApiError::field(
-                field,
-                format!(
-                    "column '{}' is {}: expected {expected}{null}, got {}",
-                    column.name,
-                    kind.as_str(),
-                    describe(other)
-                ),
-            ))
-        }
+        (_, other, _) => Err(mismatch(column, other, field)),
     }
+}
+
+fn mismatch(column: &InputColumn, value: &Value, field: &str) -> ApiError {
+    let expected = match column.kind {
+        ColumnKind::Numeric => "a number",
+        ColumnKind::Categorical => "a string",
+        ColumnKind::Boolean => BOOLEAN_SPELLINGS,
+    };
+    let null = if column.nullable { " or null" } else { "" };
+    ApiError::field(
+        field,
+        format!(
+            "column '{}' is {}: expected {expected}{null}, got {}",
+            column.name,
+            column.kind.as_str(),
+            describe(value)
+        ),
+    )
 }
 
 fn check_rows(rows: usize, max: usize, field: &str, what: &str) -> Result<(), ApiError> {
@@ -258,7 +279,7 @@ fn push_object(
 fn accepted_datatypes(kind: ColumnKind) -> &'static [&'static str] {
     match kind {
         ColumnKind::Numeric => &["FP32", "FP64", "INT64", "INT32"],
-        ColumnKind::Boolean => &["BOOL", "FP32", "FP64", "INT64", "INT32"],
+        ColumnKind::Boolean => &["BOOL", "FP32", "FP64", "INT64", "INT32", "BYTES"],
         ColumnKind::Categorical => &["BYTES"],
     }
 }
@@ -433,7 +454,11 @@ pub fn from_tensors(
             check_rows(n, max_instances, &at("shape"), "rows")?;
             rows = Some((index, n));
         }
-        check_datatype_values(datatype, &data, &at("data"))?;
+        // A boolean column takes the one spelling table whatever the declared datatype (a BOOL
+        // tensor of 0/1, BYTES of "true"): what `push_cell` checks below.
+        if column.kind != ColumnKind::Boolean {
+            check_datatype_values(datatype, &data, &at("data"))?;
+        }
         tensors[index] = Some((i, data));
     }
     let rows = rows.map(|(_, n)| n).unwrap_or(0);
@@ -451,14 +476,7 @@ pub fn from_tensors(
             ));
         };
         for (j, value) in data.iter().enumerate() {
-            let value = match (column.kind, value) {
-                // BOOL tensors of a numeric-typed boolean column, and 0/1 numbers of a boolean one.
-                (ColumnKind::Boolean, Value::Number(n)) => {
-                    Value::Bool(n.as_f64().is_some_and(|x| x != 0.0))
-                }
-                _ => (*value).clone(),
-            };
-            push_cell(column, &value, out, &format!("inputs[{i}].data[{j}]"))?;
+            push_cell(column, value, out, &format!("inputs[{i}].data[{j}]"))?;
         }
     }
     Ok(Columns { rows, data: out })
@@ -567,7 +585,8 @@ pub fn fast_tensors<'a>(
             None if n == 0 || n > max_instances => return None,
             None => rows = Some(n),
         }
-        if !tensor.data.iter().all(|cell| cell.fits(datatype)) {
+        if column.kind != ColumnKind::Boolean && !tensor.data.iter().all(|cell| cell.fits(datatype))
+        {
             return None;
         }
         let slot = by_column.get_mut(index)?;
@@ -605,10 +624,7 @@ fn fast_column(column: &InputColumn, cells: Vec<Cell<'_>>) -> Option<ColumnData>
             .into_iter()
             .map(|cell| match cell {
                 Cell::Null => nullable.then_some(f32::NAN),
-                // BOOL tensors of a numeric-typed boolean column, and 0/1 numbers of a boolean one.
-                Cell::Number { value, .. } => Some(if value != 0.0 { 1.0 } else { 0.0 }),
-                Cell::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
-                Cell::Str(_) => None,
+                cell => boolean_cell(&cell),
             })
             .collect::<Option<Vec<f32>>>()
             .map(ColumnData::F32),
@@ -622,6 +638,17 @@ fn fast_column(column: &InputColumn, cells: Vec<Cell<'_>>) -> Option<ColumnData>
             .collect::<Option<Vec<String>>>()
             .map(ColumnData::Str),
     }
+}
+
+/// [`boolean_value`] for the fast path's cells: the same table.
+fn boolean_cell(cell: &Cell<'_>) -> Option<f32> {
+    let boolean = match cell {
+        Cell::Null => None,
+        Cell::Bool(b) => Some(*b),
+        Cell::Number { value, .. } => boolean_from_number(*value),
+        Cell::Str(s) => boolean_from_text(s),
+    };
+    boolean.map(boolean_f32)
 }
 
 /// One element of a tensor's `data`.
@@ -1011,10 +1038,32 @@ mod tests {
         // Numbers for a boolean column, FP64 and INT32 for numeric ones, id null.
         let mut body = valid();
         body["id"] = Value::Null;
-        body["inputs"][2] = tensor("b", "FP32", json!([2]), json!([0.5, 0]));
+        body["inputs"][2] = tensor("b", "FP32", json!([2]), json!([1.0, 0]));
         body["inputs"][0]["datatype"] = json!("FP64");
         body["inputs"][1]["datatype"] = json!("INT32");
         check(&body, true);
+        // A boolean column takes the spelling table whatever the tensor's datatype says.
+        for (datatype, data) in [
+            ("BYTES", json!(["TRUE", "0"])),
+            ("BYTES", json!(["1.0", "no"])),
+            ("BOOL", json!([1, 0.0])),
+            ("INT64", json!([true, "false"])),
+        ] {
+            let mut body = valid();
+            body["inputs"][2] = tensor("b", datatype, json!([2]), data);
+            check(&body, true);
+            let columns = from_tensors(&spec(), &body, 3).unwrap();
+            assert!(same(
+                &Columns {
+                    rows: 2,
+                    data: vec![columns.data[2].clone()],
+                },
+                &Columns {
+                    rows: 2,
+                    data: vec![ColumnData::F32(vec![1.0, 0.0])],
+                }
+            ));
+        }
 
         type Change = Box<dyn Fn(&mut Value)>;
         let refused: Vec<Change> = vec![
@@ -1035,7 +1084,10 @@ mod tests {
             }),
             Box::new(|b| b["inputs"][1]["data"] = json!([null, 3.5])),
             Box::new(|b| b["inputs"][2]["data"] = json!([null, true])),
-            Box::new(|b| b["inputs"][2]["data"] = json!([1, 0])),
+            Box::new(|b| b["inputs"][2]["data"] = json!([0.5, 0])),
+            Box::new(|b| b["inputs"][2]["data"] = json!([2, 0])),
+            Box::new(|b| b["inputs"][2]["data"] = json!(["maybe", true])),
+            Box::new(|b| b["inputs"][2]["data"] = json!([[true], {"a": 1}])),
             Box::new(|b| b["inputs"][3]["data"] = json!([1, "a"])),
             Box::new(|b| {
                 b["inputs"].as_array_mut().unwrap().pop();

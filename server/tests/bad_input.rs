@@ -496,3 +496,180 @@ async fn bearer_token() {
     assert_eq!(server.get("/v2/health/ready").await.0, 200);
     assert_eq!(server.get("/v1/models/iris_logistic").await.0, 200);
 }
+
+const BOOLEAN_V1: &str = "/v1/models/diabetes_boolean:predict";
+const BOOLEAN_V2: &str = "/v2/models/diabetes_boolean/infer";
+
+/// The diabetes_boolean fixture's inputs in card order, with `sex` (its boolean column) set to
+/// `sex` and the other columns from the first expected row.
+fn boolean_row(sex: &Value) -> Vec<(String, Value)> {
+    let expected = common::expected("diabetes_boolean");
+    let row = expected["instances"][0].as_object().unwrap().clone();
+    let card = std::fs::read_to_string(common::fixture("diabetes_boolean").join("model.json"));
+    let card: Value = serde_json::from_str(&card.unwrap()).unwrap();
+    card["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|input| {
+            let name = input["name"].as_str().unwrap().to_string();
+            let value = if name == "sex" {
+                sex.clone()
+            } else {
+                row[&name].clone()
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// The three request shapes a boolean cell can arrive in, each with the field an error names:
+/// a V1 object, a V1 array, and a V2 tensor of `datatype`.
+fn boolean_requests(sex: &Value, datatype: &str) -> Vec<(&'static str, Value, &'static str)> {
+    let row = boolean_row(sex);
+    let object: serde_json::Map<String, Value> = row.iter().cloned().collect();
+    let array: Vec<Value> = row.iter().map(|(_, v)| v.clone()).collect();
+    let sex_index = row.iter().position(|(name, _)| name == "sex").unwrap();
+    let tensors: Vec<Value> = row
+        .iter()
+        .map(|(name, value)| {
+            let datatype = if name == "sex" { datatype } else { "FP32" };
+            tensor(name, datatype, json!([1]), json!([value]))
+        })
+        .collect();
+    let array_field: &'static str = match sex_index {
+        1 => "instances[0][1]",
+        other => panic!("sex is input {other} in the fixture, expected 1"),
+    };
+    let tensor_field: &'static str = "inputs[1].data[0]";
+    vec![
+        (
+            BOOLEAN_V1,
+            json!({"instances": [object]}),
+            "instances[0].sex",
+        ),
+        (BOOLEAN_V1, json!({"instances": [array]}), array_field),
+        (BOOLEAN_V2, json!({"inputs": tensors}), tensor_field),
+    ]
+}
+
+fn prediction(path: &str, body: &Value) -> f64 {
+    if path.starts_with("/v1") {
+        body["predictions"][0].as_f64().unwrap()
+    } else {
+        body["outputs"][0]["data"][0].as_f64().unwrap()
+    }
+}
+
+/// Every spelling of the table (docs/server.md, "Booleans") gives the same prediction on V1
+/// objects, V1 arrays and V2 tensors of every datatype; true and false differ; null is the
+/// imputed value on every route.
+#[tokio::test]
+async fn boolean_spellings_are_one_table_on_every_route() {
+    let server = TestServer::fixture("diabetes_boolean").await;
+    let trues = [
+        json!(true),
+        json!(1),
+        json!(1.0),
+        json!("1"),
+        json!("1.0"),
+        json!("true"),
+        json!("True"),
+        json!("YES"),
+    ];
+    let falses = [
+        json!(false),
+        json!(0),
+        json!(0.0),
+        json!("0"),
+        json!("0.0"),
+        json!("false"),
+        json!("FALSE"),
+        json!("no"),
+    ];
+    let mut outcomes = Vec::new();
+    for spellings in [&trues[..], &falses[..], &[Value::Null][..]] {
+        let mut seen: Option<f64> = None;
+        for sex in spellings {
+            for datatype in ["BOOL", "FP32", "FP64", "INT32", "INT64", "BYTES"] {
+                for (path, body, _) in boolean_requests(sex, datatype) {
+                    let (status, response) = server.post(path, &body).await;
+                    assert_eq!(status, 200, "{sex} as {datatype} on {path}: {response}");
+                    let got = prediction(path, &response);
+                    match seen {
+                        None => seen = Some(got),
+                        Some(want) => assert_eq!(
+                            got, want,
+                            "{sex} as {datatype} on {path} predicts differently"
+                        ),
+                    }
+                }
+            }
+        }
+        outcomes.push(seen.unwrap());
+    }
+    let [yes, no, null] = outcomes[..] else {
+        unreachable!()
+    };
+    assert_ne!(yes, no, "the boolean column must change the prediction");
+    assert!(
+        null == yes || null == no,
+        "null imputes one of the two values"
+    );
+
+    // The fixture's own rows (sex as true/false) reproduce scikit-learn's predictions.
+    let expected = common::expected("diabetes_boolean");
+    let (status, response) = server
+        .post(
+            BOOLEAN_V1,
+            &json!({"instances": expected["instances"].clone()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    for (got, want) in response["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected["predictions"].as_array().unwrap())
+    {
+        common::assert_close(
+            got.as_f64().unwrap(),
+            want.as_f64().unwrap(),
+            1e-3,
+            "diabetes_boolean",
+        );
+    }
+}
+
+/// Anything outside the table is the same 400 on every route: the field, the column and the
+/// accepted spellings.
+#[tokio::test]
+async fn a_bad_boolean_spelling_is_the_same_clear_400_everywhere() {
+    let server = TestServer::fixture("diabetes_boolean").await;
+    for sex in [
+        json!(2),
+        json!(0.5),
+        json!(-1),
+        json!("2"),
+        json!("maybe"),
+        json!(""),
+        json!("t"),
+        json!({"value": true}),
+    ] {
+        for datatype in ["BOOL", "FP32", "BYTES"] {
+            for (path, body, field) in boolean_requests(&sex, datatype) {
+                let response = server.post(path, &body).await;
+                let message = response.1["error"].as_str().unwrap_or_default().to_string();
+                assert_error(
+                    response,
+                    400,
+                    field,
+                    "column 'sex' is boolean: expected true or false, the numbers 1 or 0",
+                );
+                for spelling in ["\"yes\"", "\"1\"", "1.0", "or null, got"] {
+                    assert!(message.contains(spelling), "{message:?} lacks {spelling}");
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use flywheel_core::model_card::{boolean_from_number, boolean_from_text};
 use flywheel_core::search::space::Task;
 use flywheel_store::{BlockingStore, Location, StoreError};
 use serde::Serialize;
@@ -579,7 +580,7 @@ fn infer_column(name: &str, cells: &[Option<&str>]) -> (Option<Feature>, ColumnS
                 ),
             );
         }
-        if numbers.iter().all(|&v| v == 0.0 || v == 1.0) {
+        if numbers.iter().all(|&v| boolean_from_number(v).is_some()) {
             return (
                 Some(feature(FeatureKind::Boolean)),
                 entry(
@@ -629,11 +630,8 @@ fn infer_column(name: &str, cells: &[Option<&str>]) -> (Option<Feature>, ColumnS
             ),
         );
     }
-    let boolean = |c: &str| match c.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" => Some(1.0f32),
-        "false" | "no" => Some(0.0f32),
-        _ => None,
-    };
+    // The table the server accepts too, so a served model takes the cells of its own CSV.
+    let boolean = |c: &str| boolean_from_text(c).map(|b| if b { 1.0f32 } else { 0.0 });
     if present.iter().all(|c| boolean(c).is_some()) {
         let values: Vec<f32> = cells
             .iter()

@@ -4,7 +4,8 @@ use crate::boost::{Booster, Loss, transform};
 use crate::features::Matrix;
 use crate::linear::{LinearModel, sigmoid};
 use crate::metrics::Probabilities;
-use crate::mlp::{Head, Mlp};
+use crate::mlp::{Activation, Head, Mlp};
+use crate::parity::Rounding;
 use crate::tree::{Objective, Tree};
 
 pub enum Model {
@@ -30,20 +31,85 @@ pub enum Prediction {
 }
 
 impl Model {
-    /// Rounds parameters to f32, the precision ONNX stores them in, so the trainer's own
-    /// predictions are those of the exported model.
+    /// Rounds the parameters the export stores in float32 (MLP weights; tree leaf values are
+    /// rounded where they are added) so the trainer's own predictions are those of the exported
+    /// model. Linear coefficients are stored in double and stay as fitted.
     pub fn round_to_f32(&mut self) {
         if let Model::Mlp(mlp) = self {
             mlp.round_to_f32();
         }
-        if let Model::Linear { model, .. } = self {
-            for row in &mut model.coef {
-                row.iter_mut().for_each(|v| *v = f64::from(*v as f32));
+    }
+
+    /// Per row, what bounds the exported graph's rounding of this model's prediction (see
+    /// `parity`): the number of terms summed in double, the sum of their magnitudes, and the
+    /// largest raw score rounded to float32 before a probability head (gradient boosting only).
+    pub fn rounding(&self, x: &Matrix) -> Vec<Rounding> {
+        match self {
+            Model::Linear { model, .. } => (0..x.rows)
+                .map(|r| {
+                    let magnitude = model
+                        .coef
+                        .iter()
+                        .zip(&model.intercept)
+                        .map(|(w, b)| {
+                            b.abs()
+                                + w.iter()
+                                    .zip(&x.columns)
+                                    .map(|(w, col)| (w * f64::from(col[r])).abs())
+                                    .sum::<f64>()
+                        })
+                        .fold(0.0, f64::max);
+                    Rounding {
+                        terms: x.width() + 1,
+                        magnitude,
+                        scores: 0.0,
+                    }
+                })
+                .collect(),
+            Model::Trees { trees, scale, .. } => (0..x.rows)
+                .map(|r| Rounding {
+                    terms: trees.len(),
+                    magnitude: trees
+                        .iter()
+                        .map(|t| {
+                            t.leaf(x, r)
+                                .iter()
+                                .map(|v| f64::from((v * scale) as f32).abs())
+                                .sum::<f64>()
+                        })
+                        .sum(),
+                    scores: 0.0,
+                })
+                .collect(),
+            Model::Boosted(booster) => {
+                let k = booster.loss.outputs();
+                let scores = booster.scores(x);
+                let base: f64 = booster
+                    .base
+                    .iter()
+                    .map(|b| f64::from(*b as f32).abs())
+                    .sum();
+                (0..x.rows)
+                    .map(|r| {
+                        let leaves: f64 = booster
+                            .trees
+                            .iter()
+                            .map(|t| f64::from(t.leaf(x, r)[0] as f32).abs())
+                            .sum();
+                        let raw = &scores[r * k..(r + 1) * k];
+                        Rounding {
+                            terms: booster.trees.len() + k,
+                            magnitude: base + leaves,
+                            scores: if booster.loss == Loss::Squared {
+                                0.0
+                            } else {
+                                raw.iter().fold(0.0, |m, s| f64::max(m, s.abs()))
+                            },
+                        }
+                    })
+                    .collect()
             }
-            model
-                .intercept
-                .iter_mut()
-                .for_each(|v| *v = f64::from(*v as f32));
+            Model::Mlp(mlp) => mlp_rounding(mlp, x),
         }
     }
 
@@ -109,6 +175,46 @@ impl Model {
             Model::Mlp(mlp) => mlp_prediction(mlp.head, &mlp.scores(x)),
         }
     }
+}
+
+/// The output layer's `|bias| + Σ |weight · hidden|` per row (the largest over outputs). The
+/// last layer's inputs are hidden units (there is at least one hidden layer): ReLU and sigmoid
+/// units are non-negative, so a copy of the network whose output layer holds absolute values
+/// computes the sum exactly; tanh units lie in [-1, 1], so `|bias| + Σ |weight|` bounds it.
+/// Every layer's fan-in counts as terms: the hidden layers' double rounding reaches the output
+/// through the same sums.
+fn mlp_rounding(mlp: &Mlp, x: &Matrix) -> Vec<Rounding> {
+    let terms = mlp.layers.iter().map(|l| l.inputs + 1).sum();
+    let mut absolute = mlp.clone();
+    let Some(last) = absolute.layers.last_mut() else {
+        return Vec::new();
+    };
+    last.weights.iter_mut().for_each(|w| *w = w.abs());
+    last.bias.iter_mut().for_each(|b| *b = b.abs());
+    let outputs = last.outputs.max(1);
+    let magnitudes: Vec<f64> = if mlp.activation == Activation::Tanh {
+        let bound = last
+            .weights
+            .chunks(last.inputs.max(1))
+            .zip(&last.bias)
+            .map(|(w, b)| b + w.iter().sum::<f64>())
+            .fold(0.0, f64::max);
+        vec![bound; x.rows]
+    } else {
+        absolute
+            .scores(x)
+            .chunks(outputs)
+            .map(|row| row.iter().copied().fold(0.0, f64::max))
+            .collect()
+    };
+    magnitudes
+        .into_iter()
+        .map(|magnitude| Rounding {
+            terms,
+            magnitude,
+            scores: 0.0,
+        })
+        .collect()
 }
 
 /// Adds one tree's leaf weights, rounded to f32 as the ONNX attributes hold them.

@@ -692,7 +692,8 @@ pub fn run(args: &Args) -> Result<TrialResult> {
     let classification = data.task != Task::Regression;
     let inputs = parity::inputs(&data.features, &names, &check_rows)?;
     let onnx_prediction = parity::run(&mut session, inputs, classification)?;
-    parity::compare(&prediction, &onnx_prediction)?;
+    let rounding = model.rounding(&featurizer.transform(&data.features, &check_rows));
+    parity::compare(&prediction, &onnx_prediction, &rounding)?;
     let latency = parity::latency(
         &mut session,
         &data.features,

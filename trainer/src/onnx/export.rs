@@ -1,6 +1,17 @@
 //! Builds the ONNX graph: one `[N, 1]` input per raw column, the fitted featurisation
 //! (Imputer, Scaler, CategoryMapper, one-hot by `Equal`, missing indicators by `IsNaN`), a
-//! `Concat` into the feature matrix, and the model operator from `ai.onnx.ml`.
+//! `Concat` into the feature matrix, and the model.
+//!
+//! Precision: the featurisation runs in float32, as the trainer's own (`features`) does, so the
+//! feature matrix is the same bit for bit. The model then runs in double on that matrix (one
+//! `Cast`): linear scores, tree thresholds and leaf sums, MLP layers and the probability heads,
+//! with the parameters the trainer predicts with. float32 arithmetic on large terms (a price-like
+//! intercept in the millions, a standardised outlier times its coefficient, a forest's leaf sums)
+//! put outputs on a coarse float32 grid: a value of -0.62 summed from terms in the thousands came
+//! out on the 2^-11 grid. Now the only float32 roundings after the matrix are the outputs
+//! themselves and, for gradient boosting's classifiers, the raw scores (`TreeEnsembleRegressor`
+//! outputs float32). `parity` bounds exactly these. The graph's inputs and outputs are unchanged:
+//! float32/string `[N, 1]` inputs, float32 `variable` or `probabilities` and int64 `label`.
 
 use std::collections::HashSet;
 
@@ -14,6 +25,7 @@ use super::proto::{
 use crate::boost::Loss;
 use crate::data::{Feature, FeatureKind, MISSING_TOKENS};
 use crate::features::{ColumnPlan, Featurizer};
+use crate::linear::LinearModel;
 use crate::mlp::{Activation, Head};
 use crate::model::Model;
 use crate::tree::{Objective, Tree};
@@ -38,6 +50,8 @@ pub struct Exported {
 /// An attribute value; the constructor picks the ONNX attribute type.
 enum Attr {
     Int(i64),
+    /// A double vector, as the `*_as_tensor` attributes of the tree ensembles take it.
+    Doubles(Vec<f64>),
     Float(f32),
     Str(String),
     Ints(Vec<i64>),
@@ -54,6 +68,15 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
         Attr::Int(v) => {
             a.i = v;
             a.r#type = attribute_type::INT;
+        }
+        Attr::Doubles(v) => {
+            a.t = Some(TensorProto {
+                dims: vec![v.len() as i64],
+                data_type: data_type::DOUBLE,
+                double_data: v,
+                ..Default::default()
+            });
+            a.r#type = attribute_type::TENSOR;
         }
         Attr::Float(v) => {
             a.f = v;
@@ -188,13 +211,40 @@ impl Graph {
         name
     }
 
-    fn cast_float(&mut self, input: &str) -> String {
+    fn const_doubles(&mut self, values: Vec<f64>, dims: &[usize]) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::DOUBLE,
+            double_data: values,
+            name: name.clone(),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn cast(&mut self, input: &str, to: i32) -> String {
         self.op(
             "Cast",
             "",
             &[input],
-            vec![attribute("to", Attr::Int(data_type::FLOAT as i64))],
+            vec![attribute("to", Attr::Int(i64::from(to)))],
         )
+    }
+
+    fn cast_float(&mut self, input: &str) -> String {
+        self.cast(input, data_type::FLOAT)
+    }
+
+    /// The double result `input` rounded once to the float32 graph output `output`.
+    fn output_float(&mut self, input: &str, output: &str) {
+        self.node(
+            "Cast",
+            "",
+            &[input],
+            &[output],
+            vec![attribute("to", Attr::Int(i64::from(data_type::FLOAT)))],
+        );
     }
 
     fn missing_indicator(&mut self, input: &str) -> String {
@@ -338,57 +388,28 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
         vec![attribute("axis", Attr::Int(1))],
     );
 
+    // The model computes in double on the float32 matrix (see the module comment).
+    let matrix = graph.cast(&matrix, data_type::DOUBLE);
     let (outputs, card_outputs) = match model {
         Model::Linear {
             model,
             classes: Some(classes),
         } => {
-            let (coefficients, intercepts) = if *classes == 2 {
-                // softmax([0, z]) is the logistic probability of class 1.
-                let mut coef = vec![0.0f32; model.coef[0].len()];
-                coef.extend(model.coef[0].iter().map(|v| *v as f32));
-                (coef, vec![0.0, model.intercept[0] as f32])
+            // A binary model's first row of coefficients is the logit of class 1.
+            if *classes == 2 {
+                let scores = linear_scores(&mut graph, &matrix, model, 1);
+                binary_head(&mut graph, &scores)
             } else {
-                (
-                    model.coef.iter().flatten().map(|v| *v as f32).collect(),
-                    model.intercept.iter().map(|v| *v as f32).collect(),
-                )
-            };
-            graph.node(
-                "LinearClassifier",
-                ML_DOMAIN,
-                &[&matrix],
-                &[RAW_LABEL, PROBABILITIES],
-                vec![
-                    attribute("coefficients", Attr::Floats(coefficients)),
-                    attribute("intercepts", Attr::Floats(intercepts)),
-                    attribute(
-                        "classlabels_ints",
-                        Attr::Ints((0..*classes as i64).collect()),
-                    ),
-                    attribute("post_transform", Attr::Str("SOFTMAX".into())),
-                ],
-            );
-            classifier_outputs(&mut graph, *classes)
+                let scores = linear_scores(&mut graph, &matrix, model, *classes);
+                softmax_head(&mut graph, &scores, *classes)
+            }
         }
         Model::Linear {
             model,
             classes: None,
         } => {
-            graph.node(
-                "LinearRegressor",
-                ML_DOMAIN,
-                &[&matrix],
-                &[VARIABLE],
-                vec![
-                    attribute(
-                        "coefficients",
-                        Attr::Floats(model.coef[0].iter().map(|v| *v as f32).collect()),
-                    ),
-                    attribute("intercepts", Attr::Floats(vec![model.intercept[0] as f32])),
-                    attribute("targets", Attr::Int(1)),
-                ],
-            );
+            let scores = linear_scores(&mut graph, &matrix, model, 1);
+            graph.output_float(&scores, VARIABLE);
             regressor_outputs()
         }
         Model::Trees {
@@ -405,7 +426,7 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
                         attribute("class_treeids", Attr::Ints(tree_ids)),
                         attribute("class_nodeids", Attr::Ints(node_ids)),
                         attribute("class_ids", Attr::Ints(class_ids)),
-                        attribute("class_weights", Attr::Floats(weights)),
+                        attribute("class_weights_as_tensor", Attr::Doubles(weights)),
                         attribute(
                             "classlabels_int64s",
                             Attr::Ints((0..*classes as i64).collect()),
@@ -427,7 +448,7 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
                         attribute("target_treeids", Attr::Ints(tree_ids)),
                         attribute("target_nodeids", Attr::Ints(node_ids)),
                         attribute("target_ids", Attr::Ints(target_ids)),
-                        attribute("target_weights", Attr::Floats(weights)),
+                        attribute("target_weights_as_tensor", Attr::Doubles(weights)),
                         attribute("n_targets", Attr::Int(1)),
                         attribute("aggregate_function", Attr::Str("SUM".into())),
                         attribute("post_transform", Attr::Str("NONE".into())),
@@ -447,7 +468,9 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
             let last = mlp.layers.len() - 1;
             let mut hidden = matrix.clone();
             for (l, layer) in mlp.layers.iter().enumerate() {
-                // MatMul wants [inputs, outputs]; the layer stores [outputs][inputs].
+                // MatMul wants [inputs, outputs]; the layer stores [outputs][inputs]. The
+                // weights are float32 values (`Mlp::round_to_f32`), stored as float32 to keep
+                // the file small and widened exactly by a Cast that ONNX Runtime folds.
                 let mut transposed = vec![0.0f32; layer.weights.len()];
                 for o in 0..layer.outputs {
                     for i in 0..layer.inputs {
@@ -456,28 +479,27 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
                     }
                 }
                 let weights = graph.const_matrix(transposed, layer.inputs, layer.outputs);
+                let weights = graph.cast(&weights, data_type::DOUBLE);
                 let bias = graph.const_floats(layer.bias.iter().map(|v| *v as f32).collect());
+                let bias = graph.cast(&bias, data_type::DOUBLE);
                 let product = graph.op("MatMul", "", &[&hidden, &weights], vec![]);
-                if l == last {
-                    let out = if mlp.head == Head::Regression {
-                        VARIABLE.to_string()
-                    } else {
-                        graph.fresh("scores")
-                    };
-                    graph.node("Add", "", &[&product, &bias], &[&out], vec![]);
-                    hidden = out;
+                let sum = graph.op("Add", "", &[&product, &bias], vec![]);
+                hidden = if l == last {
+                    sum
                 } else {
-                    let sum = graph.op("Add", "", &[&product, &bias], vec![]);
                     let op = match mlp.activation {
                         Activation::Relu => "Relu",
                         Activation::Tanh => "Tanh",
                         Activation::Sigmoid => "Sigmoid",
                     };
-                    hidden = graph.op(op, "", &[&sum], vec![]);
-                }
+                    graph.op(op, "", &[&sum], vec![])
+                };
             }
             match mlp.head {
-                Head::Regression => regressor_outputs(),
+                Head::Regression => {
+                    graph.output_float(&hidden, VARIABLE);
+                    regressor_outputs()
+                }
                 Head::Binary => binary_head(&mut graph, &hidden),
                 Head::Softmax(classes) => softmax_head(&mut graph, &hidden, classes),
             }
@@ -495,13 +517,13 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
                 attribute("target_treeids", Attr::Ints(tree_ids)),
                 attribute("target_nodeids", Attr::Ints(node_ids)),
                 attribute("target_ids", Attr::Ints(target_ids)),
-                attribute("target_weights", Attr::Floats(weights)),
+                attribute("target_weights_as_tensor", Attr::Doubles(weights)),
                 attribute("n_targets", Attr::Int(k as i64)),
                 attribute("aggregate_function", Attr::Str("SUM".into())),
                 attribute("post_transform", Attr::Str("NONE".into())),
                 attribute(
-                    "base_values",
-                    Attr::Floats(booster.base.iter().map(|v| *v as f32).collect()),
+                    "base_values_as_tensor",
+                    Attr::Doubles(booster.base.iter().map(|&b| f64::from(b as f32)).collect()),
                 ),
             ]);
             graph.node(
@@ -511,10 +533,18 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
                 &[&scores],
                 attrs,
             );
+            // The operator's output is float32 by the standard: the scores are rounded once
+            // there (bounded by `parity`), and the head runs in double again.
             match booster.loss {
                 Loss::Squared => regressor_outputs(),
-                Loss::Logistic => binary_head(&mut graph, &scores),
-                Loss::Softmax(classes) => softmax_head(&mut graph, &scores, classes),
+                Loss::Logistic => {
+                    let scores = graph.cast(&scores, data_type::DOUBLE);
+                    binary_head(&mut graph, &scores)
+                }
+                Loss::Softmax(classes) => {
+                    let scores = graph.cast(&scores, data_type::DOUBLE);
+                    softmax_head(&mut graph, &scores, classes)
+                }
             }
         }
     };
@@ -554,33 +584,51 @@ pub fn export(features: &[Feature], featurizer: &Featurizer, model: &Model, doc:
     }
 }
 
-/// One logit `[N, 1]` to `[1 - p, p]`.
+/// `intercept + matrix · coefᵀ` in double for the first `outputs` rows of coefficients,
+/// `[N, outputs]`, with the trainer's coefficients exactly (not rounded to float32: a large
+/// intercept would lose its low digits).
+fn linear_scores(graph: &mut Graph, matrix: &str, model: &LinearModel, outputs: usize) -> String {
+    let inputs = model.coef.first().map_or(0, Vec::len);
+    let mut transposed = vec![0.0f64; outputs * inputs];
+    for (o, row) in model.coef.iter().take(outputs).enumerate() {
+        for (i, w) in row.iter().enumerate() {
+            transposed[i * outputs + o] = *w;
+        }
+    }
+    let weights = graph.const_doubles(transposed, &[inputs, outputs]);
+    let bias = graph.const_doubles(model.intercept[..outputs].to_vec(), &[outputs]);
+    let product = graph.op("MatMul", "", &[matrix, &weights], vec![]);
+    graph.op("Add", "", &[&product, &bias], vec![])
+}
+
+/// One double logit `[N, 1]` to float32 `[1 - p, p]`.
 fn binary_head(graph: &mut Graph, scores: &str) -> (Vec<ValueInfoProto>, ModelOutputs) {
     let p1 = graph.op("Sigmoid", "", &[scores], vec![]);
-    let one = graph.const_floats(vec![1.0]);
+    let one = graph.const_doubles(vec![1.0], &[1]);
     let p0 = graph.op("Sub", "", &[&one, &p1], vec![]);
-    graph.node(
+    let both = graph.op(
         "Concat",
         "",
         &[&p0, &p1],
-        &[PROBABILITIES],
         vec![attribute("axis", Attr::Int(1))],
     );
+    graph.output_float(&both, PROBABILITIES);
     classifier_outputs(graph, 2)
 }
 
+/// Double scores `[N, classes]` to float32 probabilities.
 fn softmax_head(
     graph: &mut Graph,
     scores: &str,
     classes: usize,
 ) -> (Vec<ValueInfoProto>, ModelOutputs) {
-    graph.node(
+    let probabilities = graph.op(
         "Softmax",
         "",
         &[scores],
-        &[PROBABILITIES],
         vec![attribute("axis", Attr::Int(1))],
     );
+    graph.output_float(&probabilities, PROBABILITIES);
     classifier_outputs(graph, classes)
 }
 
@@ -657,7 +705,7 @@ fn tree_structure(trees: &[Tree]) -> Vec<AttributeProto> {
                 false_ids.push(0);
             } else {
                 feature_ids.push(i64::from(node.feature));
-                values.push(node.threshold);
+                values.push(f64::from(node.threshold));
                 modes.push("BRANCH_LEQ".to_string());
                 true_ids.push(i64::from(node.left));
                 false_ids.push(i64::from(node.right));
@@ -668,22 +716,24 @@ fn tree_structure(trees: &[Tree]) -> Vec<AttributeProto> {
         attribute("nodes_treeids", Attr::Ints(tree_ids)),
         attribute("nodes_nodeids", Attr::Ints(node_ids)),
         attribute("nodes_featureids", Attr::Ints(feature_ids)),
-        attribute("nodes_values", Attr::Floats(values)),
+        // The float32 thresholds widened exactly: a float32 feature widened to double falls on
+        // the same side of them as in float32, which is how the trainer routes rows.
+        attribute("nodes_values_as_tensor", Attr::Doubles(values)),
         attribute("nodes_modes", Attr::Strings(modes)),
         attribute("nodes_truenodeids", Attr::Ints(true_ids)),
         attribute("nodes_falsenodeids", Attr::Ints(false_ids)),
     ]
 }
 
-/// Leaf weights `value * scale` per (tree, leaf, output), skipping zeros to keep the file
-/// small, except with two classes: ONNX Runtime (1.32) drops a binary class without a weight
+/// Leaf weights `value * scale` rounded to float32 as `model::accumulate` adds them, per (tree,
+/// leaf, output), skipping zeros to keep the file small, except with two classes: ONNX Runtime (1.32) drops a binary class without a weight
 /// from the probabilities, so both are written for every leaf. Every class appears at least
 /// once, so a degenerate ensemble still has the output width it declares.
 fn leaf_weights(
     trees: &[Tree],
     scale: f64,
     width: usize,
-) -> (Vec<i64>, Vec<i64>, Vec<i64>, Vec<f32>) {
+) -> (Vec<i64>, Vec<i64>, Vec<i64>, Vec<f64>) {
     let mut tree_ids = Vec::new();
     let mut node_ids = Vec::new();
     let mut ids = Vec::new();
@@ -697,7 +747,7 @@ fn leaf_weights(
             }
             first_leaf.get_or_insert((t, n));
             for (k, v) in node.value.iter().enumerate().take(width) {
-                let w = (v * scale) as f32;
+                let w = f64::from((v * scale) as f32);
                 if w != 0.0 || width <= 2 {
                     tree_ids.push(t as i64);
                     node_ids.push(n as i64);
@@ -721,8 +771,9 @@ fn leaf_weights(
     (tree_ids, node_ids, ids, weights)
 }
 
-/// Boosted trees' leaf values per output: tree `t` adds to output `t % outputs`.
-fn boosted_weights(trees: &[Tree], outputs: usize) -> (Vec<i64>, Vec<i64>, Vec<i64>, Vec<f32>) {
+/// Boosted trees' leaf values per output (rounded to float32 as `boost::add_tree` adds them):
+/// tree `t` adds to output `t % outputs`.
+fn boosted_weights(trees: &[Tree], outputs: usize) -> (Vec<i64>, Vec<i64>, Vec<i64>, Vec<f64>) {
     let mut tree_ids = Vec::new();
     let mut node_ids = Vec::new();
     let mut ids = Vec::new();
@@ -733,7 +784,7 @@ fn boosted_weights(trees: &[Tree], outputs: usize) -> (Vec<i64>, Vec<i64>, Vec<i
                 tree_ids.push(t as i64);
                 node_ids.push(n as i64);
                 ids.push((t % outputs) as i64);
-                weights.push(node.value.first().copied().unwrap_or(0.0) as f32);
+                weights.push(f64::from(node.value.first().copied().unwrap_or(0.0) as f32));
             }
         }
     }

@@ -116,6 +116,7 @@ pub mod data_type {
     pub const INT64: i32 = 7;
     pub const STRING: i32 = 8;
     pub const BOOL: i32 = 9;
+    pub const DOUBLE: i32 = 11;
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -134,6 +135,8 @@ pub struct TensorProto {
     pub name: String,
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
