@@ -1,8 +1,9 @@
 //! Reading and validating Flywheel manifests on the client side, with the same rules the API
 //! server applies to the generated CRDs (schema, then CEL) followed by Flywheel's semantic rules.
 
-use flywheel_core::api::{self, CustomResourceDefinition, Study};
-use flywheel_core::validate::{FieldError, validate_study};
+use flywheel_core::api::{self, CustomResourceDefinition, ModelDeployment, Study, Trial};
+use flywheel_core::validate::{FieldError, trial_name_errors, validate_deployment, validate_study};
+use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::schema_check;
@@ -18,12 +19,7 @@ pub fn parse_study(text: &str) -> Result<Study, Vec<FieldError>> {
         )]);
     }
     check_against_crd(&crd, &value)?;
-    let study: Study = serde_json::from_value(value).map_err(|err| {
-        vec![FieldError::new(
-            "",
-            format!("failed to read the Study: {err}"),
-        )]
-    })?;
+    let study: Study = read_as(value)?;
     let errors = validate_study(&study);
     if errors.is_empty() {
         Ok(study)
@@ -33,15 +29,35 @@ pub fn parse_study(text: &str) -> Result<Study, Vec<FieldError>> {
 }
 
 /// Checks any Flywheel manifest (Study, Trial or ModelDeployment); Studies also get the
-/// semantic rules. Returns the kind on success.
+/// semantic rules, and every kind the limits of the names derived from its own. Returns the kind
+/// on success.
 pub fn validate_manifest(text: &str) -> Result<String, Vec<FieldError>> {
     let value = parse_yaml(text)?;
     let crd = crd_for(&value)?;
     check_against_crd(&crd, &value)?;
-    if crd.spec.names.kind == "Study" {
-        parse_study(text)?;
+    let errors = match crd.spec.names.kind.as_str() {
+        "Study" => parse_study(text).err().unwrap_or_default(),
+        "ModelDeployment" => validate_deployment(&read_as::<ModelDeployment>(value)?),
+        "Trial" => trial_name_errors(&read_as::<Trial>(value)?.name_any()),
+        _ => Vec::new(),
+    };
+    if errors.is_empty() {
+        Ok(crd.spec.names.kind)
+    } else {
+        Err(errors)
     }
-    Ok(crd.spec.names.kind)
+}
+
+/// The typed object of a manifest that already passed its CRD's schema.
+fn read_as<K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<K, Vec<FieldError>> {
+    serde_json::from_value(value).map_err(|err| {
+        vec![FieldError::new(
+            "",
+            format!("failed to read the {}: {err}", K::kind(&())),
+        )]
+    })
 }
 
 fn parse_yaml(text: &str) -> Result<Value, Vec<FieldError>> {
