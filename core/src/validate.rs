@@ -60,7 +60,12 @@ pub fn validate_deployment(md: &ModelDeployment) -> Vec<FieldError> {
     if let Some(name) = md.metadata.name.as_deref().filter(|n| !n.is_empty()) {
         errors.extend(deployment_name_errors("metadata.name", name));
     }
-    if let (Some(policy), Some(study)) = (&md.spec.retraining, &md.spec.model.study) {
+    let study = md
+        .spec
+        .model
+        .as_ref()
+        .and_then(|model| model.study.as_ref());
+    if let (Some(policy), Some(study)) = (&md.spec.retraining, study) {
         // Without its own budget a retraining study takes its parent's, unknown here: the
         // parent's own check already keeps its trial names in bounds, so check one-digit indexes.
         let max_trials = policy.budget.as_ref().map_or(1, |b| b.max_trials);
