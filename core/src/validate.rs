@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::api::{AlgorithmName, DataFormat, Metric, Study, StudySpec};
+use crate::api::{AlgorithmName, DataFormat, Metric, ModelDeployment, Study, StudySpec};
+use crate::retraining;
 use crate::search::space::{Domain, Family, ParamValue, Params, Task};
 use crate::search::{FamilySpace, Space, effective_task};
+use crate::study::trial_name;
 
 /// One problem with a manifest, located by its field path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,10 +39,6 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// The longest Study name whose trial names (`<study>-<index>`) still fit the 63 characters
-/// Kubernetes allows in a Job's name label.
-pub const MAX_STUDY_NAME_LEN: usize = 52;
-
 /// Every semantic error of a Study, metadata included.
 pub fn validate_study(study: &Study) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -49,15 +47,88 @@ pub fn validate_study(study: &Study) -> Vec<FieldError> {
             "metadata.name",
             "a Study needs a name; set metadata.name",
         )),
-        Some(name) => {
-            if let Some(problem) = dns_label_problem(name, MAX_STUDY_NAME_LEN) {
-                errors.push(FieldError::new("metadata.name", problem));
-            }
-        }
+        Some(name) => errors.extend(study_name_errors(name, study.spec.budget.max_trials)),
     }
     errors.extend(validate_spec(&study.spec));
     errors
 }
+
+/// Every problem with a ModelDeployment's name and the names derived from it: the API server's
+/// rule, the Service and Deployment named after it, and the retraining studies it starts.
+pub fn validate_deployment(md: &ModelDeployment) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if let Some(name) = md.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+        errors.extend(deployment_name_errors("metadata.name", name));
+    }
+    let study = md
+        .spec
+        .model
+        .as_ref()
+        .and_then(|model| model.study.as_ref());
+    if let (Some(policy), Some(study)) = (&md.spec.retraining, study) {
+        // Without its own budget a retraining study takes its parent's, unknown here: the
+        // parent's own check already keeps its trial names in bounds, so check one-digit indexes.
+        let max_trials = policy.budget.as_ref().map_or(1, |b| b.max_trials);
+        let child = retraining::child_name(study, MAX_CHECKED_GENERATION);
+        let last = trial_name(&child, max_trials.saturating_sub(1));
+        if last.len() > MAX_JOB_NAME_LEN {
+            let max = study.len().saturating_sub(last.len() - MAX_JOB_NAME_LEN);
+            errors.push(FieldError::new(
+                "spec.model.study",
+                format!(
+                    "must be at most {max} characters so that the trial Job names of its retraining studies fit the {MAX_JOB_NAME_LEN} characters of a label value ('{last}' is {} at generation {MAX_CHECKED_GENERATION}); shorten the study's name",
+                    last.len()
+                ),
+            ));
+        }
+    }
+    errors
+}
+
+/// Every problem with a Trial's name: the API server's rule, and its Job's name, which is the
+/// same.
+pub fn trial_name_errors(name: &str) -> Vec<FieldError> {
+    let mut errors = invalid_name("metadata.name", name, dns1123_subdomain_errors(name));
+    if errors.is_empty() && name.len() > MAX_JOB_NAME_LEN {
+        errors.push(FieldError::new(
+            "metadata.name",
+            format!(
+                "must be at most {MAX_JOB_NAME_LEN} characters because the trial's Job takes this name and the Job controller copies it into the label batch.kubernetes.io/job-name ('{name}' is {}); shorten it",
+                name.len()
+            ),
+        ));
+    }
+    errors
+}
+
+/// Every problem with a Study's name: the API server's rule, then room for the names derived
+/// from it (`<study>-<index>` for trials and their Jobs).
+pub fn study_name_errors(name: &str, max_trials: u32) -> Vec<FieldError> {
+    let errors = invalid_name("metadata.name", name, dns1123_subdomain_errors(name));
+    if !errors.is_empty() {
+        return errors;
+    }
+    let last = trial_name(name, max_trials.saturating_sub(1));
+    if last.len() <= MAX_JOB_NAME_LEN {
+        return Vec::new();
+    }
+    let max = name.len() - (last.len() - MAX_JOB_NAME_LEN);
+    vec![FieldError::new(
+        "metadata.name",
+        format!(
+            "must be at most {max} characters so that trial Job names (<study>-<index>) fit the {MAX_JOB_NAME_LEN} characters of a label value ('{last}' is {}); shorten the name or lower spec.budget.maxTrials",
+            last.len()
+        ),
+    )]
+}
+
+/// The longest Job name: the Job controller copies it into its pods' `batch.kubernetes.io/job-name`
+/// and `job-name` labels, and a label value holds at most 63 characters, so the API server
+/// rejects a longer one. A trial's Job is named after the trial.
+pub const MAX_JOB_NAME_LEN: usize = MAX_LABEL_LEN;
+
+/// The retraining generation whose study names [`validate_deployment`] makes room for.
+pub const MAX_CHECKED_GENERATION: u32 = 99;
 
 /// Every semantic error of a Study spec.
 pub fn validate_spec(spec: &StudySpec) -> Vec<FieldError> {
@@ -66,10 +137,11 @@ pub fn validate_spec(spec: &StudySpec) -> Vec<FieldError> {
     check_objective(spec, &mut errors);
     let _ = resolve_space(spec, &mut errors);
     check_warm_start(spec, &mut errors);
-    if let Some(promotion) = &spec.promotion
-        && let Some(problem) = dns_label_problem(&promotion.deployment, 63)
-    {
-        errors.push(FieldError::new("spec.promotion.deployment", problem));
+    if let Some(promotion) = &spec.promotion {
+        errors.extend(deployment_name_errors(
+            "spec.promotion.deployment",
+            &promotion.deployment,
+        ));
     }
     errors.sort();
     errors.dedup();
@@ -324,12 +396,11 @@ fn check_warm_start(spec: &StudySpec, errors: &mut Vec<FieldError>) {
     let Some(warm) = &spec.warm_start else { return };
     let task = effective_task(spec);
     for (i, study) in warm.studies.iter().enumerate() {
-        if let Some(problem) = dns_label_problem(study, MAX_STUDY_NAME_LEN) {
-            errors.push(FieldError::new(
-                format!("spec.warmStart.studies[{i}]"),
-                problem,
-            ));
-        }
+        errors.extend(invalid_name(
+            &format!("spec.warmStart.studies[{i}]"),
+            study,
+            dns1123_subdomain_errors(study),
+        ));
     }
     for (i, configuration) in warm.configurations.iter().enumerate() {
         let at = format!("spec.warmStart.configurations[{i}]");
@@ -484,26 +555,216 @@ fn list(values: &[ParamValue]) -> String {
         .join(", ")
 }
 
-/// Why `name` is not a DNS-1123 label of at most `max_len` characters, if it is not.
-pub fn dns_label_problem(name: &str, max_len: usize) -> Option<String> {
-    if name.is_empty() {
-        return Some("must not be empty".into());
+/// A ModelDeployment's name problems at `path`: the API server's rule for it, and the DNS-1035
+/// label its Service (and Deployment) of the same name need.
+fn deployment_name_errors(path: &str, name: &str) -> Vec<FieldError> {
+    let errors = invalid_name(path, name, dns1123_subdomain_errors(name));
+    if !errors.is_empty() {
+        return errors;
     }
-    if name.len() > max_len {
-        return Some(format!(
-            "'{name}' is {} characters; use at most {max_len}",
-            name.len()
+    let mut errors = invalid_name(path, name, dns1035_label_errors(name));
+    for error in &mut errors {
+        error.message.push_str(
+            "; the ModelDeployment's Service takes this name, and Service names are DNS-1035 labels",
+        );
+    }
+    errors
+}
+
+/// One `Invalid value` error per message, worded as the API server words them
+/// (`metadata.name: Invalid value: "Bad_Name": ...`).
+/// One error per message of a name rule, in the API server's `Invalid value: "…": …` form.
+pub fn invalid_name(path: &str, value: &str, messages: Vec<String>) -> Vec<FieldError> {
+    messages
+        .into_iter()
+        .map(|message| FieldError::new(path, format!("Invalid value: {value:?}: {message}")))
+        .collect()
+}
+
+const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
+
+/// The longest DNS-1123 subdomain, the limit on every Kubernetes object name.
+pub const MAX_SUBDOMAIN_LEN: usize = 253;
+/// The longest DNS label (Service names, label values).
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Why `value` is not a DNS-1123 subdomain, the API server's rule for the names of Studies,
+/// Trials, ModelDeployments and Jobs: apimachinery's `IsDNS1123Subdomain`, messages word for
+/// word, so `flywheel validate` prints what `kubectl apply` would. Empty when valid.
+pub fn dns1123_subdomain_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if value.len() > MAX_SUBDOMAIN_LEN {
+        errors.push(format!(
+            "must be no more than {MAX_SUBDOMAIN_LEN} characters"
         ));
     }
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let valid_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !valid_chars || !valid_ends {
-        return Some(format!(
-            "'{name}' is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+    if !value.split('.').all(|label| is_label(label, false)) {
+        errors.push(format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{DNS1123_LABEL_FMT}(\\.{DNS1123_LABEL_FMT})*')"
         ));
     }
-    None
+    errors
+}
+
+/// Why `value` is not a DNS-1035 label, the API server's rule for Service names
+/// (apimachinery's `IsDNS1035Label`, messages word for word). Empty when valid.
+pub fn dns1035_label_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if value.len() > MAX_LABEL_LEN {
+        errors.push(format!("must be no more than {MAX_LABEL_LEN} characters"));
+    }
+    if !is_label(value, true) {
+        // The two spaces before "or" are apimachinery's, kept so the text matches kubectl's.
+        errors.push(format!(
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '{DNS1035_LABEL_FMT}')"
+        ));
+    }
+    errors
+}
+
+/// Whether `value` matches the DNS label pattern (any length): lowercase alphanumerics and '-',
+/// alphanumeric at both ends, a letter first when `letter_first` (DNS-1035).
+fn is_label(value: &str, letter_first: bool) -> bool {
+    let bytes = value.as_bytes();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let first_ok = if letter_first {
+        first.is_ascii_lowercase()
+    } else {
+        alphanumeric(first)
+    };
+    first_ok && alphanumeric(last) && bytes.iter().all(|&b| alphanumeric(b) || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+    #[test]
+    fn subdomains_follow_apimachinery() {
+        for valid in [
+            "a",
+            "0",
+            "churn",
+            "churn-2026",
+            "my.study",
+            "a-b.c-d.e",
+            "9lives",
+        ] {
+            assert!(dns1123_subdomain_errors(valid).is_empty(), "{valid}");
+        }
+        for invalid in [
+            "", "Bad_Name", "-a", "a-", "a..b", ".a", "a.", "a_b", "a.-b", "é",
+        ] {
+            assert_eq!(
+                dns1123_subdomain_errors(invalid),
+                vec![SUBDOMAIN_MESSAGE.to_string()],
+                "{invalid:?}"
+            );
+        }
+        assert!(dns1123_subdomain_errors(&"a".repeat(253)).is_empty());
+        assert_eq!(
+            dns1123_subdomain_errors(&"a".repeat(254)),
+            vec!["must be no more than 253 characters".to_string()]
+        );
+        assert_eq!(
+            dns1123_subdomain_errors(&format!("A{}", "a".repeat(253))).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn dns1035_labels_start_with_a_letter_and_have_no_dots() {
+        assert!(dns1035_label_errors("penguins-2").is_empty());
+        for invalid in ["9lives", "my.model", "a-", "Model"] {
+            let errors = dns1035_label_errors(invalid);
+            assert_eq!(errors.len(), 1, "{invalid}");
+            assert!(
+                errors[0].starts_with("a DNS-1035 label must consist"),
+                "{invalid}"
+            );
+        }
+        assert_eq!(
+            dns1035_label_errors(&"a".repeat(64)),
+            vec!["must be no more than 63 characters".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_bad_study_name_reads_like_the_api_server() {
+        let errors = study_name_errors("Bad_Name", 12);
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            vec![format!(
+                "metadata.name: Invalid value: \"Bad_Name\": {SUBDOMAIN_MESSAGE}"
+            )]
+        );
+    }
+
+    #[test]
+    fn study_names_leave_room_for_the_last_trial_index() {
+        // 12 trials: the last Job is <name>-11, three characters past the name.
+        assert!(study_name_errors(&"a".repeat(60), 12).is_empty());
+        let errors = study_name_errors(&"a".repeat(61), 12);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "metadata.name");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("must be at most 60 characters so that trial Job names"),
+            "{}",
+            errors[0].message
+        );
+        assert!(errors[0].message.contains("is 64"), "{}", errors[0].message);
+        // One trial: only "-0" is added.
+        assert!(study_name_errors(&"a".repeat(61), 1).is_empty());
+        assert!(study_name_errors(&"a".repeat(57), 100_000).is_empty());
+        assert_eq!(study_name_errors(&"a".repeat(57), 100_001).len(), 1);
+    }
+
+    #[test]
+    fn trial_names_must_fit_their_job() {
+        assert!(trial_name_errors(&format!("{}-9", "a".repeat(61))).is_empty());
+        let errors = trial_name_errors(&format!("{}-10", "a".repeat(61)));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .message
+                .starts_with("must be at most 63 characters")
+        );
+        assert!(
+            trial_name_errors("Trial_0")[0]
+                .message
+                .contains(SUBDOMAIN_MESSAGE)
+        );
+    }
+
+    #[test]
+    fn deployment_names_are_checked_for_their_service() {
+        assert!(deployment_name_errors("metadata.name", "penguins").is_empty());
+        let errors = deployment_name_errors("metadata.name", "9lives");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .message
+                .starts_with("Invalid value: \"9lives\": a DNS-1035 label must consist"),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            errors[0]
+                .message
+                .ends_with("Service names are DNS-1035 labels")
+        );
+        // Not a subdomain at all: the API server's own message, once.
+        let errors = deployment_name_errors("spec.promotion.deployment", "My Model");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains(SUBDOMAIN_MESSAGE));
+    }
 }

@@ -1,8 +1,12 @@
 //! Reading and validating Flywheel manifests on the client side, with the same rules the API
 //! server applies to the generated CRDs (schema, then CEL) followed by Flywheel's semantic rules.
 
-use flywheel_core::api::{self, CustomResourceDefinition, Study};
-use flywheel_core::validate::{FieldError, dns_label_problem, validate_study};
+use flywheel_core::api::{self, CustomResourceDefinition, ModelDeployment, Study, Trial};
+use flywheel_core::validate::{
+    FieldError, dns1123_subdomain_errors, invalid_name, trial_name_errors, validate_deployment,
+    validate_study,
+};
+use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::schema_check;
@@ -18,12 +22,7 @@ pub fn parse_study(text: &str) -> Result<Study, Vec<FieldError>> {
         )]);
     }
     check_against_crd(&crd, &value)?;
-    let study: Study = serde_json::from_value(value).map_err(|err| {
-        vec![FieldError::new(
-            "",
-            format!("failed to read the Study: {err}"),
-        )]
-    })?;
+    let study: Study = read_as(value)?;
     let errors = validate_study(&study);
     if errors.is_empty() {
         Ok(study)
@@ -33,13 +32,22 @@ pub fn parse_study(text: &str) -> Result<Study, Vec<FieldError>> {
 }
 
 /// Checks any Flywheel manifest (Study, Trial or ModelDeployment); Studies also get the
-/// semantic rules. Returns the kind on success.
+/// semantic rules, and every kind the limits of the names derived from its own. Returns the kind
+/// on success.
 pub fn validate_manifest(text: &str) -> Result<String, Vec<FieldError>> {
     let kind = validate_api_server_rules(text)?;
-    if kind == "Study" {
-        parse_study(text)?;
+    let value = parse_yaml(text)?;
+    let errors = match kind.as_str() {
+        "Study" => parse_study(text).err().unwrap_or_default(),
+        "ModelDeployment" => validate_deployment(&read_as::<ModelDeployment>(value)?),
+        "Trial" => trial_name_errors(&read_as::<Trial>(value)?.name_any()),
+        _ => Vec::new(),
+    };
+    if errors.is_empty() {
+        Ok(kind)
+    } else {
+        Err(errors)
     }
-    Ok(kind)
 }
 
 /// Checks any Flywheel manifest with the API server's rules only (schema, then CEL): what
@@ -49,6 +57,18 @@ pub fn validate_api_server_rules(text: &str) -> Result<String, Vec<FieldError>> 
     let crd = crd_for(&value)?;
     check_against_crd(&crd, &value)?;
     Ok(crd.spec.names.kind)
+}
+
+/// The typed object of a manifest that already passed its CRD's schema.
+fn read_as<K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<K, Vec<FieldError>> {
+    serde_json::from_value(value).map_err(|err| {
+        vec![FieldError::new(
+            "",
+            format!("failed to read the {}: {err}", K::kind(&())),
+        )]
+    })
 }
 
 fn parse_yaml(text: &str) -> Result<Value, Vec<FieldError>> {
@@ -152,18 +172,11 @@ fn check_metadata(value: &Value, errors: &mut Vec<FieldError>) {
         Some(Value::Object(metadata)) => match metadata.get("name") {
             Some(Value::String(name)) if !name.is_empty() => {
                 // The API server accepts any DNS-1123 subdomain as a custom resource's name.
-                let valid = name.len() <= 253
-                    && name
-                        .split('.')
-                        .all(|label| dns_label_problem(label, 253).is_none());
-                if !valid {
-                    errors.push(FieldError::new(
-                        "metadata.name",
-                        format!(
-                            "'{name}' is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-                        ),
-                    ));
-                }
+                errors.extend(invalid_name(
+                    "metadata.name",
+                    name,
+                    dns1123_subdomain_errors(name),
+                ));
             }
             Some(Value::String(_)) | None => errors.push(FieldError::new(
                 "metadata.name",

@@ -12,9 +12,14 @@ pub mod input;
 pub mod metrics;
 pub mod model;
 pub mod prediction_log;
+mod record;
 pub mod reload;
 pub mod shadow;
 pub mod source;
+// Layers, each using only those below it: `state` holds the models, log, feedback index and the
+// handles of background work; `record`, `reload` and `shadow` act on it; `startup` builds it and
+// starts them; `api` sits on top.
+mod startup;
 pub mod state;
 
 use std::future::Future;

@@ -10,7 +10,6 @@
 //! slow or saturated shadow costs the primary nothing but the copy.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flywheel_core::model_card::ColumnKind;
 use serde_json::{Map, Value};
@@ -19,34 +18,7 @@ use tokio::sync::mpsc;
 use crate::backend::{Backend, Pending, PredictError, Role};
 use crate::error::Error;
 use crate::model::{ColumnData, Columns, ModelSpec};
-use crate::state::{AppState, WeakState};
-
-/// A request the primary answered, on its way to the shadow.
-pub(crate) struct Mirror {
-    /// The primary that answered: the columns follow its card's input order.
-    pub primary: Arc<ModelSpec>,
-    pub columns: Columns,
-    /// The request ids the primary returned, one per row.
-    pub ids: Vec<String>,
-    pub _in_flight: InFlight,
-}
-
-/// Counts a mirror from acceptance until it is logged, dropped or failed, so that shutdown can
-/// wait for it.
-pub(crate) struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    pub(crate) fn start(counter: &Arc<AtomicUsize>) -> InFlight {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+use crate::state::{AppState, InFlight, Mirror, WeakState};
 
 /// Checks that `shadow` can be fed the primary's requests and scored on the same feedback.
 pub fn check_pair(primary: &ModelSpec, shadow: &ModelSpec) -> Result<(), Error> {
@@ -182,7 +154,7 @@ pub(crate) async fn dispatch(state: WeakState, mut mirrors: mpsc::Receiver<Mirro
                 continue;
             }
         };
-        let inputs = crate::api::feedback::row_inputs(&state, shadow.spec(), &columns);
+        let inputs = crate::record::row_inputs(&state, shadow.spec(), &columns);
         match shadow.submit(columns) {
             Ok(pending) => {
                 tokio::spawn(complete(state, shadow, pending, ids, inputs, _in_flight));
@@ -220,7 +192,7 @@ async fn complete(
             return;
         }
     };
-    let recorded = crate::api::feedback::record_predictions(
+    let recorded = crate::record::record_predictions(
         &state,
         shadow.spec(),
         Role::Shadow,

@@ -1,4 +1,7 @@
-//! What every request handler shares.
+//! What every request handler shares: the models being served, the prediction log, the feedback
+//! index, metrics and configuration, and the handles background work needs (the mirror queue,
+//! the reload lock). It holds data and acts on nothing: [`crate::reload`] and [`crate::shadow`]
+//! act on it, [`crate::startup`] builds it, and the API sits above all of them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -9,15 +12,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-use crate::backend::{Backend, LoadSpec, Role};
+use crate::backend::Backend;
 use crate::config::Config;
-use crate::error::{ApiError, Error};
+use crate::error::ApiError;
 use crate::feedback::FeedbackIndex;
 use crate::metrics::Metrics;
 use crate::model::{Columns, ModelSpec};
 use crate::prediction_log::PredictionLog;
-use crate::reload;
-use crate::shadow::{self, InFlight, Mirror};
 
 /// Cheap to clone; handlers receive it through axum's `State`.
 #[derive(Clone)]
@@ -59,63 +60,30 @@ struct Inner {
 }
 
 impl AppState {
-    /// Loads the model of `config` (and its shadow, if any), starts their inference threads and
-    /// the background tasks (shadow mirroring, the folder watch). Needs a tokio runtime.
-    pub fn load(config: Config) -> Result<AppState, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| Error::Spawn {
-            what: "the server's background tasks",
-            source: std::io::Error::other(e),
-        })?;
-        let mut registry = Registry::default();
-        let metrics = Metrics::new(&mut registry);
-        let backend = Backend::load(&config, metrics.clone())?;
-        tracing::info!(
-            model = %backend.spec().name,
-            version = %backend.spec().card.version,
-            threads = config.inference_threads,
-            "model loaded"
-        );
-        let shadow = match &config.shadow_model_dir {
-            Some(dir) => {
-                let load = LoadSpec {
-                    dir: crate::source::resolve(dir)?,
-                    name: backend.spec().name.clone(),
-                    role: Role::Shadow,
-                };
-                let shadow = Backend::open(&config, &load, metrics.clone(), &runtime)?;
-                shadow::check_pair(backend.spec(), shadow.spec())?;
-                tracing::info!(
-                    version = %shadow.spec().card.version,
-                    threads = config.shadow_inference_threads,
-                    "shadow model loaded"
-                );
-                Some(Arc::new(shadow))
-            }
-            None => None,
-        };
-        let log = match &config.log_dir {
-            Some(dir) => {
-                let log = PredictionLog::open(dir, config.log_segment_bytes)?;
-                if config.log_segment_seconds > 0 {
-                    log.rotate_every(std::time::Duration::from_secs(config.log_segment_seconds))?;
-                }
-                Some(log)
-            }
-            None => None,
-        };
+    /// The state of a server serving `model` (and `shadow`), with the receiving end of its mirror
+    /// queue. Nothing runs yet: [`crate::startup`] starts what acts on it.
+    pub(crate) fn new(
+        config: Config,
+        registry: Registry,
+        metrics: Metrics,
+        model: Backend,
+        shadow: Option<Backend>,
+        log: Option<PredictionLog>,
+        runtime: tokio::runtime::Handle,
+    ) -> (AppState, mpsc::Receiver<Mirror>) {
         let feedback =
             FeedbackIndex::new(config.feedback_window, config.stats_window, metrics.clone());
         let (mirrors, mirrored) = mpsc::channel(config.max_queue_size.max(1));
         let state = AppState {
             inner: Arc::new(Inner {
-                model: ArcSwap::from_pointee(backend),
-                shadow: ArcSwapOption::new(shadow),
+                model: ArcSwap::from_pointee(model),
+                shadow: ArcSwapOption::new(shadow.map(Arc::new)),
                 mirrors,
                 mirrors_in_flight: Arc::new(AtomicUsize::new(0)),
                 mirroring: AtomicBool::new(true),
                 reloads: tokio::sync::Mutex::new(()),
                 reload_error: Mutex::new(None),
-                runtime: runtime.clone(),
+                runtime,
                 config,
                 metrics,
                 log,
@@ -124,15 +92,7 @@ impl AppState {
                 ready: AtomicBool::new(true),
             }),
         };
-        runtime.spawn(shadow::dispatch(state.downgrade(), mirrored));
-        if let Some(interval) = state.config().watch_interval() {
-            tracing::info!(
-                seconds = interval.as_secs(),
-                "watching the model folder for new versions"
-            );
-            runtime.spawn(reload::watch(state.downgrade(), interval));
-        }
-        Ok(state)
+        (state, mirrored)
     }
 
     pub(crate) fn downgrade(&self) -> WeakState {
@@ -312,6 +272,33 @@ impl AppState {
             )
             .at("authorization")),
         }
+    }
+}
+
+/// A request the primary answered, on its way to the shadow.
+pub(crate) struct Mirror {
+    /// The primary that answered: the columns follow its card's input order.
+    pub primary: Arc<ModelSpec>,
+    pub columns: Columns,
+    /// The request ids the primary returned, one per row.
+    pub ids: Vec<String>,
+    pub _in_flight: InFlight,
+}
+
+/// Counts a mirror from acceptance until it is logged, dropped or failed, so that shutdown can
+/// wait for it.
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub(crate) fn start(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

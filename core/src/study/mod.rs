@@ -1152,10 +1152,8 @@ fn finish_reason(status: &StudyStatus) -> Option<&str> {
 
 /// The resolved space, or every problem that keeps the study from running.
 fn checked_space(spec: &StudySpec, name: &str) -> Result<Space, Vec<FieldError>> {
-    let mut errors = validate::validate_spec(spec);
-    if let Some(problem) = validate::dns_label_problem(name, validate::MAX_STUDY_NAME_LEN) {
-        errors.insert(0, FieldError::new("metadata.name", problem));
-    }
+    let mut errors = validate::study_name_errors(name, spec.budget.max_trials);
+    errors.extend(validate::validate_spec(spec));
     if errors.is_empty() {
         Space::from_spec(spec)
     } else {

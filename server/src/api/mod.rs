@@ -26,47 +26,8 @@ use crate::metrics::{self, RequestLabels};
 use crate::model::{Columns, Predictions};
 use crate::state::AppState;
 
-/// A column of output values, serialized at its own precision (float32 values print as the
-/// shortest float32 text, without digits added by widening to f64).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum Values {
-    Labels(Vec<String>),
-    Fp32(Vec<f32>),
-    Fp64(Vec<f64>),
-}
-
-impl Values {
-    pub fn datatype(&self) -> &'static str {
-        match self {
-            Values::Labels(_) => "BYTES",
-            Values::Fp32(_) => "FP32",
-            Values::Fp64(_) => "FP64",
-        }
-    }
-}
-
-/// The predicted labels or values of `predictions`.
-pub(crate) fn prediction_values(
-    spec: &crate::model::ModelSpec,
-    predictions: &Predictions,
-) -> Values {
-    use crate::model::{LabelOutput, Labels};
-    match &predictions.labels {
-        Labels::Class(indices) => Values::Labels(
-            indices
-                .iter()
-                .map(|&i| spec.card.classes.get(i).cloned().unwrap_or_default())
-                .collect(),
-        ),
-        Labels::Value(values) => match spec.label {
-            LabelOutput::Value(ort::value::TensorElementType::Float64) => {
-                Values::Fp64(values.clone())
-            }
-            _ => Values::Fp32(values.iter().map(|&v| v as f32).collect()),
-        },
-    }
-}
+pub use crate::record::Values;
+pub(crate) use crate::record::prediction_values;
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {

@@ -132,11 +132,11 @@ pub async fn predict(
     let columns = input::from_instances(model.spec(), &body, state.config().max_instances)?;
     let rows = columns.rows;
     let spec = model.spec();
-    let inputs = super::feedback::row_inputs(&state, spec, &columns);
+    let inputs = crate::record::row_inputs(&state, spec, &columns);
     let mirror = state.mirror_copy(&columns);
     let predictions = super::run(&state, &model, columns).await?;
     let response = response(spec, &predictions, rows);
-    super::feedback::record_predictions(
+    crate::record::record_predictions(
         &state,
         spec,
         Role::Primary,

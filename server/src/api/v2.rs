@@ -376,11 +376,11 @@ async fn infer_inner(
         wanted,
     } = parse(spec, &body, state.config().max_instances)?;
     let rows = columns.rows;
-    let inputs = super::feedback::row_inputs(&state, spec, &columns);
+    let inputs = crate::record::row_inputs(&state, spec, &columns);
     let mirror = state.mirror_copy(&columns);
     let predictions = super::run(&state, &model, columns).await?;
     let request_ids = row_ids(&id, rows);
-    super::feedback::record_predictions(
+    crate::record::record_predictions(
         &state,
         spec,
         Role::Primary,
