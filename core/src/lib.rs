@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod ensemble;
 pub mod feedback;
 pub mod gate;
 pub mod search;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::Latency;
+use crate::ensemble::EnsembleCard;
 use crate::search::space::{Family, Params, Task};
 
 /// Bumped when a reader would misread an older card.
@@ -38,6 +39,10 @@ pub struct ModelCard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_bytes: Option<u64>,
     pub lineage: Lineage,
+    /// Set on an ensemble's card: its members and how they were chosen. `family` and `params`
+    /// are then those of the heaviest member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleCard>,
 }
 
 impl ModelCard {

@@ -80,6 +80,7 @@ fn spec() -> StudySpec {
         warm_start: None,
         origin: None,
         evaluation: None,
+        ensemble: None,
     }
 }
 

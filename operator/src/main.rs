@@ -259,6 +259,12 @@ fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
         "{}",
         local::leaderboard(&summary.trials, metric.as_str(), metric.direction(), 10)
     );
+    if let Some(ensemble) = &summary.ensemble {
+        print!(
+            "{}",
+            local::ensemble::leaderboard_line(ensemble, metric.as_str())
+        );
+    }
     println!("study directory: {}", summary.dir.display());
     let Some(winner) = summary.winner else {
         println!("no trial qualifies as the winner; nothing to serve");

@@ -49,40 +49,7 @@ fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
         "  objective: {metric: accuracy}\n  searchSpace:\n    - family: logistic\n    - family: decision_tree\n  algorithm: {name: random, seed: 3}\n  budget: {maxTrials: 4, parallelism: 2}\n",
     );
     let port = free_port();
-    let mut child = KillOnDrop(
-        flywheel()
-            .arg(&study)
-            .arg(format!("--dir={}", dir.join("run").display()))
-            .arg(format!("--serve=127.0.0.1:{port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut printed = Vec::new();
-    for line in stdout.by_ref() {
-        let line = line.unwrap();
-        let ready = line.starts_with("serving iris-e2e");
-        printed.push(line);
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no server after 300 s:\n{}",
-            printed.join("\n")
-        );
-    }
-    assert!(
-        printed.iter().any(|l| l.starts_with("serving")),
-        "the runner ended without serving:\n{}",
-        printed.join("\n")
-    );
-    // Keep reading what the runner prints after "serving" (the curl examples), so it never
-    // writes into a closed pipe.
-    std::thread::spawn(move || stdout.for_each(drop));
+    let (child, printed) = run_until_served(&study, &dir.join("run"), port, "iris-e2e");
     let recorded = trials(&dir.join("run"));
     assert_eq!(recorded.len(), 4);
     let winner = printed
@@ -91,10 +58,12 @@ fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_string();
+    // A trial, or the ensemble of the trials (on by default) when it beat them.
     assert!(
-        recorded
-            .iter()
-            .any(|t| t.metadata.name.as_deref() == Some(winner.as_str()))
+        winner == "iris-e2e-ensemble"
+            || recorded
+                .iter()
+                .any(|t| t.metadata.name.as_deref() == Some(winner.as_str()))
     );
     let model_dir = printed
         .iter()
@@ -113,21 +82,7 @@ fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
         .map(|r| r.as_u64().unwrap() as usize)
         .collect();
     assert!(!held_out.is_empty());
-    let mut reader = csv::Reader::from_path(repo().join("examples/data/iris.csv")).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    let instances: Vec<serde_json::Value> = held_out
-        .iter()
-        .map(|&row| {
-            let mut instance = serde_json::Map::new();
-            for (name, value) in headers.iter().zip(records[row].iter()) {
-                if name != "species" {
-                    instance.insert(name.into(), value.parse::<f64>().unwrap().into());
-                }
-            }
-            serde_json::Value::Object(instance)
-        })
-        .collect();
+    let instances = numeric_instances("examples/data/iris.csv", "species", &held_out);
     let (code, response) = post_json(
         port,
         "/v1/models/iris-e2e:predict",
@@ -165,6 +120,149 @@ fn a_study_runs_to_a_served_winner_whose_predictions_match_training() {
         assert!(Instant::now() < deadline, "the server outlived its runner");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// V1 instances for `rows` (0-based data rows) of an all-numeric CSV, without the target.
+fn numeric_instances(dataset: &str, target: &str, rows: &[usize]) -> Vec<serde_json::Value> {
+    let mut reader = csv::Reader::from_path(repo().join(dataset)).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    rows.iter()
+        .map(|&row| {
+            let mut instance = serde_json::Map::new();
+            for (name, value) in headers.iter().zip(records[row].iter()) {
+                if name != target {
+                    instance.insert(name.into(), value.parse::<f64>().unwrap().into());
+                }
+            }
+            serde_json::Value::Object(instance)
+        })
+        .collect()
+}
+
+/// Runs `flywheel run` on `study` until it serves on `port`; returns what it printed.
+fn run_until_served(
+    study: &Path,
+    run_dir: &Path,
+    port: u16,
+    name: &str,
+) -> (KillOnDrop, Vec<String>) {
+    let mut child = KillOnDrop(
+        flywheel()
+            .arg(study)
+            .arg(format!("--dir={}", run_dir.display()))
+            .arg(format!("--serve=127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut printed = Vec::new();
+    for line in stdout.by_ref() {
+        let line = line.unwrap();
+        let ready = line.starts_with(&format!("serving {name}"));
+        printed.push(line);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server after 300 s:\n{}",
+            printed.join("\n")
+        );
+    }
+    assert!(
+        printed.iter().any(|l| l.starts_with("serving")),
+        "the runner ended without serving:\n{}",
+        printed.join("\n")
+    );
+    // Keep reading what the runner prints after "serving" (the curl examples), so it never
+    // writes into a closed pipe.
+    std::thread::spawn(move || stdout.for_each(drop));
+    (child, printed)
+}
+
+#[test]
+fn a_promoted_ensemble_serves_as_one_model_with_the_composed_graphs_predictions() {
+    let dir = scratch("ensemble");
+    let run_dir = dir.join("run");
+    // Log loss rewards averaging diverse probability estimates: the ensemble of a linear
+    // model and two tree ensembles beats each of them on the validation rows.
+    let study = write_study(
+        &dir,
+        "cancer-ens",
+        "examples/data/breast_cancer.csv",
+        "diagnosis",
+        "  objective: {metric: log_loss}\n  searchSpace:\n    - family: logistic\n    - family: random_forest\n      fixed: {n_estimators: 30}\n    - family: gradient_boosting\n      fixed: {n_estimators: 40}\n  algorithm: {name: random, seed: 5}\n  budget: {maxTrials: 4, parallelism: 2}\n  ensemble: {maxMembers: 3}\n",
+    );
+    let port = free_port();
+    let (child, printed) = run_until_served(&study, &run_dir, port, "cancer-ens");
+    let text = printed.join("\n");
+    assert!(text.contains("ensemble cancer-ens-ensemble"), "{text}");
+    assert!(text.contains("PROMOTED"), "{text}");
+    let winner = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("winner: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    assert_eq!(winner, "cancer-ens-ensemble", "{text}");
+
+    let study_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("study.json")).unwrap()).unwrap();
+    let ensemble = &study_json["status"]["ensemble"];
+    assert_eq!(ensemble["promoted"], true, "{ensemble}");
+    assert!(
+        ensemble["objective"].as_f64().unwrap() < ensemble["bestSingleObjective"].as_f64().unwrap(),
+        "{ensemble}"
+    );
+    let model_dir = run_dir.join("ensemble");
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_dir.join("model.json")).unwrap()).unwrap();
+    let members = card["ensemble"]["members"].as_array().unwrap();
+    assert!((2..=3).contains(&members.len()), "{card}");
+    assert_eq!(ensemble["members"].as_array().unwrap().len(), members.len());
+
+    // holdout.json holds the members' weighted ONNX Runtime outputs on the validation rows; the
+    // server runs the composed graph: same labels, same probabilities.
+    let holdout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_dir.join("holdout.json")).unwrap()).unwrap();
+    let rows: Vec<usize> = holdout["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap() as usize)
+        .collect();
+    let instances = numeric_instances("examples/data/breast_cancer.csv", "diagnosis", &rows);
+    let (code, response) = post_json(
+        port,
+        "/v1/models/cancer-ens:predict",
+        &serde_json::json!({ "instances": instances }),
+    );
+    assert_eq!(code, 200, "{response}");
+    assert_eq!(response["model_version"], "cancer-ens-ensemble");
+    assert_eq!(response["predictions"], holdout["predictions"]);
+    let classes: Vec<&str> = card["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let served = response["probabilities"].as_array().unwrap();
+    let composed = holdout["probabilities"].as_array().unwrap();
+    assert_eq!(served.len(), composed.len());
+    for (served, composed) in served.iter().zip(composed) {
+        for (class, expected) in classes.iter().zip(composed.as_array().unwrap()) {
+            let got = served[class].as_f64().unwrap();
+            assert!(
+                (got - expected.as_f64().unwrap()).abs() < 1e-5,
+                "{served} vs {composed}"
+            );
+        }
+    }
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

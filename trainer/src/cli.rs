@@ -52,8 +52,8 @@ pub struct Args {
 
     /// Artifact folder: a path or a `file://` URI (created if missing), or an `s3://bucket/prefix`
     /// URI (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_REGION and
-    /// AWS_ENDPOINT_URL). model.onnx, model.json, schema.json, holdout.json and result.json land
-    /// here, result.json last.
+    /// AWS_ENDPOINT_URL). model.onnx, model.json, schema.json, holdout.json, predictions.json and
+    /// result.json land here, result.json last.
     #[arg(long, env = "FLYWHEEL_OUTPUT", value_parser = parse_output)]
     pub output: Output,
 
@@ -180,4 +180,59 @@ mod output_tests {
         assert!(parse_output("s3:///x").unwrap_err().contains("bucket"));
         assert!(parse_output("file://").is_err());
     }
+}
+
+/// `flywheel-trainer ensemble`: compose finished trials into one ONNX model. The members'
+/// weights are chosen by greedy ensemble selection on their `predictions.json` unless --weights
+/// gives them.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flywheel-trainer ensemble", version)]
+pub struct EnsembleArgs {
+    /// The members' artifact folders (each with model.onnx, model.json and predictions.json),
+    /// comma-separated or repeated.
+    #[arg(long, env = "FLYWHEEL_MEMBERS", value_delimiter = ',', required = true)]
+    pub members: Vec<PathBuf>,
+
+    /// Fixed member weights, one per --members entry (normalised to sum 1); omitted: greedy
+    /// selection on the members' predictions.
+    #[arg(long, env = "FLYWHEEL_WEIGHTS", value_delimiter = ',')]
+    pub weights: Vec<f64>,
+
+    /// The metric the selection optimises (as --metric of a trial); defaults to accuracy or r2
+    /// by task.
+    #[arg(long, env = "FLYWHEEL_METRIC")]
+    pub metric: Option<String>,
+
+    /// Most distinct members the selection keeps (each adds its latency to every prediction).
+    #[arg(long, env = "FLYWHEEL_MAX_MEMBERS", default_value_t = 5)]
+    pub max_members: usize,
+
+    /// Selection rounds: picks with replacement, so weights are multiples of 1/rounds at best.
+    #[arg(long, env = "FLYWHEEL_ROUNDS", default_value_t = 25)]
+    pub rounds: usize,
+
+    /// The members' dataset (path, `file://` or `s3://` URI): the parity gate runs the members
+    /// and the composed graph on its rows.
+    #[arg(long, env = "FLYWHEEL_DATASET")]
+    pub dataset: String,
+
+    /// Dataset format, as for a trial.
+    #[arg(long, env = "FLYWHEEL_FORMAT", value_enum, default_value_t = crate::data::Format::Auto)]
+    pub format: crate::data::Format,
+
+    /// Artifact folder for the ensemble (path, `file://` or `s3://`), laid out as a trial's.
+    #[arg(long, env = "FLYWHEEL_OUTPUT", value_parser = parse_output)]
+    pub output: Output,
+
+    /// The ensemble's name: its model card's version.
+    #[arg(long, env = "FLYWHEEL_TRIAL", default_value = "ensemble")]
+    pub name: String,
+
+    /// Study name, recorded in the model card's lineage.
+    #[arg(long, env = "FLYWHEEL_STUDY")]
+    pub study: Option<String>,
+
+    /// Worker threads for ONNX Runtime.
+    #[arg(long, env = "FLYWHEEL_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }

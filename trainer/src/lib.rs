@@ -6,6 +6,7 @@ pub mod boost;
 pub mod cache;
 pub mod cli;
 pub mod data;
+pub mod ensemble;
 pub mod error;
 pub mod features;
 pub mod linear;
@@ -24,12 +25,36 @@ pub mod trial;
 
 use flywheel_core::protocol::{TERMINATION_LOG, TrialResult, exit_code};
 
-/// Runs a trial, records its result, and returns the process exit code.
-pub fn main_with(args: &cli::Args) -> i32 {
-    let termination_log = std::env::var_os("FLYWHEEL_TERMINATION_LOG").map_or_else(
+/// Builds an ensemble (`flywheel-trainer ensemble`), records its result like a trial's, and
+/// returns the process exit code.
+pub fn ensemble_with(args: &cli::EnsembleArgs) -> i32 {
+    let started = std::time::Instant::now();
+    let termination_log = termination_log();
+    match ensemble::run(args) {
+        Ok(result) => {
+            trial::write_result(&args.output, &termination_log, &result);
+            exit_code::SUCCESS
+        }
+        Err(error) => {
+            let mut result = TrialResult::failed(error.reason(), error.to_string());
+            result.timings.total_seconds = started.elapsed().as_secs_f64();
+            trial::write_result(&args.output, &termination_log, &result);
+            eprintln!("ensemble failed: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn termination_log() -> std::path::PathBuf {
+    std::env::var_os("FLYWHEEL_TERMINATION_LOG").map_or_else(
         || std::path::PathBuf::from(TERMINATION_LOG),
         std::path::PathBuf::from,
-    );
+    )
+}
+
+/// Runs a trial, records its result, and returns the process exit code.
+pub fn main_with(args: &cli::Args) -> i32 {
+    let termination_log = termination_log();
     let started = std::time::Instant::now();
     match trial::run(args) {
         Ok(result) => {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use flywheel_core::api::{Metric, Report};
+use flywheel_core::ensemble::{
+    MemberPredictions, PREDICTIONS_FILE, PREDICTIONS_VERSION, PredictionKind,
+};
 use flywheel_core::model_card::{Lineage, MODEL_CARD_VERSION, ModelCard};
 use flywheel_core::protocol::{Message, Outcome, RESULT_FILE, Timings, TrialResult};
 use flywheel_core::search::space::{Family, Params, Task};
@@ -198,6 +201,8 @@ struct Fitted {
     check_rows: Vec<usize>,
     /// The trainer's own prediction for `check_rows`.
     prediction: Prediction,
+    /// Predictions on rows the predicting model did not train on, for ensemble selection.
+    member: MemberPredictions,
 }
 
 /// The featurisation of the linear, SVM and MLP families: scaled numbers, one-hot categories.
@@ -223,6 +228,15 @@ fn fit_holdout(plan: &Plan, args: &Args, data: &Dataset, timings: &mut Timings) 
 
     let prediction = model.predict(&valid);
     let metrics = evaluate(&data.target, &split.valid, &prediction);
+    let member = member_predictions(
+        data,
+        PredictionKind::Holdout,
+        split
+            .valid
+            .iter()
+            .copied()
+            .zip(prediction_rows(&prediction)),
+    );
     Ok(Fitted {
         featurizer,
         model,
@@ -230,6 +244,7 @@ fn fit_holdout(plan: &Plan, args: &Args, data: &Dataset, timings: &mut Timings) 
         holdout_metrics: BTreeMap::new(),
         check_rows: split.valid,
         prediction,
+        member,
     })
 }
 
@@ -255,7 +270,7 @@ fn cross_validate(
     let linear = linear_features(plan.family);
     let all: Vec<usize> = (0..data.rows).collect();
     let splits = features::kfold(&data.target, data.rows, folds, args.seed)?;
-    let metrics = score_folds(plan, args, data, &splits, timings)?;
+    let (metrics, out_of_fold) = score_folds(plan, args, data, &splits, timings)?;
 
     let stage = Instant::now();
     let featurizer = features::Featurizer::fit(&data.features, &all, linear);
@@ -273,6 +288,7 @@ fn cross_validate(
         holdout_metrics: BTreeMap::new(),
         check_rows,
         prediction,
+        member: member_predictions(data, PredictionKind::OutOfFold, out_of_fold),
     })
 }
 
@@ -307,7 +323,7 @@ fn select_by_folds(
             seed,
         )?);
     }
-    let metrics = score_folds(plan, args, data, &splits, timings)?;
+    let (metrics, out_of_fold) = score_folds(plan, args, data, &splits, timings)?;
 
     let stage = Instant::now();
     let (featurizer, train, valid) =
@@ -329,6 +345,7 @@ fn select_by_folds(
         holdout_metrics,
         check_rows: outer.valid,
         prediction,
+        member: member_predictions(data, PredictionKind::OutOfFold, out_of_fold),
     })
 }
 
@@ -342,9 +359,10 @@ fn score_folds(
     data: &Dataset,
     splits: &[features::Split],
     timings: &mut Timings,
-) -> Result<BTreeMap<String, f64>> {
+) -> Result<(BTreeMap<String, f64>, Vec<(usize, Vec<f64>)>)> {
     let linear = linear_features(plan.family);
     let mut per_fold = Vec::with_capacity(splits.len());
+    let mut out_of_fold = Vec::with_capacity(data.rows);
     let mut last_step = 1;
     for (index, split) in splits.iter().enumerate() {
         let stage = Instant::now();
@@ -360,7 +378,15 @@ fn score_folds(
         if index == 0 {
             last_step = reporter.last_step.max(1);
         }
-        let metrics = evaluate(&data.target, &split.valid, &model.predict(&valid));
+        let prediction = model.predict(&valid);
+        let metrics = evaluate(&data.target, &split.valid, &prediction);
+        out_of_fold.extend(
+            split
+                .valid
+                .iter()
+                .copied()
+                .zip(prediction_rows(&prediction)),
+        );
         timings.train_seconds += stage.elapsed().as_secs_f64();
         eprintln!(
             "fold {}/{}: {} validation rows, {metrics:?}",
@@ -375,7 +401,7 @@ fn score_folds(
     let mut metrics = mean;
     metrics.extend(std.into_iter().map(|(name, v)| (format!("{name}_std"), v)));
     metrics.extend(n.into_iter().map(|(name, v)| (format!("{name}_n"), v)));
-    Ok(metrics)
+    Ok((metrics, out_of_fold))
 }
 
 /// The model to export, trained on `rows` with nothing held out to report on.
@@ -499,12 +525,12 @@ fn evaluate(target: &Target, rows: &[usize], prediction: &Prediction) -> BTreeMa
 /// Where the artifacts are put together before they are published: a folder inside a local
 /// output folder (publishing is then a rename), or a fresh folder under the temp dir for an
 /// object-store output (publishing uploads from it). Removed on drop.
-struct Staging {
+pub(crate) struct Staging {
     dir: PathBuf,
 }
 
 impl Staging {
-    fn new(output: &Output) -> Result<Staging> {
+    pub(crate) fn new(output: &Output) -> Result<Staging> {
         let dir = match output {
             Output::Local(output) => {
                 std::fs::create_dir_all(output).map_err(TrainerError::io(format!(
@@ -527,7 +553,7 @@ impl Staging {
         Ok(Staging { dir })
     }
 
-    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
         std::fs::write(&path, bytes).map_err(TrainerError::io(format!("write {}", path.display())))
     }
@@ -535,7 +561,7 @@ impl Staging {
     /// Renames (local) or uploads (object store) every staged file into `output`, in the order
     /// given; the model card goes last so a reader that sees it also sees the model. result.json
     /// follows later ([`write_result`]) and marks the folder complete.
-    fn publish(&self, output: &Output, names: &[&str]) -> Result<()> {
+    pub(crate) fn publish(&self, output: &Output, names: &[&str]) -> Result<()> {
         match output {
             Output::Local(output) => {
                 for name in names {
@@ -574,7 +600,7 @@ fn publish_error(error: StoreError) -> TrainerError {
 
 /// The result document's `artifact_uri`: a canonical `file://` URI for a local folder, the
 /// `s3://` URI for an object-store one.
-fn artifact_uri(output: &Output) -> String {
+pub(crate) fn artifact_uri(output: &Output) -> String {
     match output {
         Output::Local(path) => {
             let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
@@ -584,9 +610,56 @@ fn artifact_uri(output: &Output) -> String {
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value)
         .map_err(|e| TrainerError::Internal(format!("failed to serialise json: {e}")))
+}
+
+/// One line: the member predictions hold a row per validation row, where pretty-printing
+/// would triple the file.
+pub(crate) fn json_compact<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| TrainerError::Internal(format!("failed to serialise json: {e}")))
+}
+
+/// One array per row: the class probabilities, or `[value]`.
+fn prediction_rows(prediction: &Prediction) -> Vec<Vec<f64>> {
+    match prediction {
+        Prediction::Classes(proba) => (0..proba.rows()).map(|r| proba.row(r).to_vec()).collect(),
+        Prediction::Values(values) => values.iter().map(|&v| vec![v]).collect(),
+    }
+}
+
+/// `predictions.json` from (dataset row, prediction) pairs in any order.
+fn member_predictions(
+    data: &Dataset,
+    kind: PredictionKind,
+    predicted: impl IntoIterator<Item = (usize, Vec<f64>)>,
+) -> MemberPredictions {
+    let mut predicted: Vec<(usize, Vec<f64>)> = predicted.into_iter().collect();
+    // Stable: under repeated k-fold a row is predicted once per round, and keeps its first
+    // round's prediction, so every member of a study covers the same rows once.
+    predicted.sort_by_key(|(row, _)| *row);
+    predicted.dedup_by_key(|(row, _)| *row);
+    let (classes, targets): (Vec<String>, Vec<f64>) = match &data.target {
+        Target::Classes { classes, y } => (
+            classes.clone(),
+            predicted.iter().map(|(r, _)| f64::from(y[*r])).collect(),
+        ),
+        Target::Values { y } => (Vec::new(), predicted.iter().map(|(r, _)| y[*r]).collect()),
+    };
+    MemberPredictions {
+        version: PREDICTIONS_VERSION,
+        trial: None,
+        kind,
+        rows: predicted
+            .iter()
+            .map(|(r, _)| data.source_rows[*r] as u64)
+            .collect(),
+        targets,
+        classes,
+        predictions: predicted.into_iter().map(|(_, p)| p).collect(),
+    }
 }
 
 /// Runs the trial; the caller turns an error into a failed result.
@@ -671,6 +744,7 @@ pub fn run(args: &Args) -> Result<TrialResult> {
         holdout_metrics,
         check_rows,
         prediction,
+        mut member,
     } = match evaluation(args.folds, data.rows) {
         Evaluation::Holdout => fit_holdout(&plan, args, &data, &mut timings)?,
         Evaluation::KFold(folds) => cross_validate(&plan, args, &data, folds, &mut timings)?,
@@ -736,17 +810,26 @@ pub fn run(args: &Args) -> Result<TrialResult> {
             parent_studies: args.parent_studies.clone(),
             production_rows: production.as_ref().map_or(0, |p| p.rows),
         },
+        ensemble: None,
     };
+    member.trial = args.trial.clone();
     staging.write(MODEL_FILE, &exported.bytes)?;
     staging.write(SCHEMA_FILE, &json(&data.schema)?)?;
     staging.write(
         HOLDOUT_FILE,
         &json(&holdout_document(&data, &check_rows, &prediction))?,
     )?;
+    staging.write(PREDICTIONS_FILE, &json_compact(&member)?)?;
     staging.write(CARD_FILE, &json(&card)?)?;
     staging.publish(
         &args.output,
-        &[MODEL_FILE, SCHEMA_FILE, HOLDOUT_FILE, CARD_FILE],
+        &[
+            MODEL_FILE,
+            SCHEMA_FILE,
+            HOLDOUT_FILE,
+            PREDICTIONS_FILE,
+            CARD_FILE,
+        ],
     )?;
 
     timings.total_seconds = started.elapsed().as_secs_f64();
@@ -767,14 +850,18 @@ pub fn run(args: &Args) -> Result<TrialResult> {
 /// ascending) with the trainer's own predictions for them, so a served model can be compared
 /// with training exactly.
 #[derive(serde::Serialize)]
-struct HoldoutDocument {
+pub(crate) struct HoldoutDocument {
     rows: Vec<usize>,
     predictions: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     probabilities: Option<Vec<Vec<f64>>>,
 }
 
-fn holdout_document(data: &Dataset, valid: &[usize], prediction: &Prediction) -> HoldoutDocument {
+pub(crate) fn holdout_document(
+    data: &Dataset,
+    valid: &[usize],
+    prediction: &Prediction,
+) -> HoldoutDocument {
     // `valid` is sorted and `source_rows` ascends, so the rows come out in file order.
     let rows = valid.iter().map(|&r| data.source_rows[r]).collect();
     match (prediction, &data.target) {

@@ -43,13 +43,7 @@ fn forest_folds_report_the_first_fold_then_the_mean() {
     // Refit on every row; the parity sample is all 150 rows here.
     assert_eq!(run.card().lineage.dataset_rows, 150);
     let holdout = run.holdout();
-    let rows: Vec<u64> = holdout["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_u64().unwrap())
-        .collect();
-    assert_eq!(rows, (0..150).collect::<Vec<u64>>());
+    assert_eq!(run.holdout_rows(), (0..150).collect::<Vec<u64>>());
     assert_eq!(holdout["predictions"].as_array().unwrap().len(), 150);
 
     // Deterministic for a seed.

@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::api::Latency;
 use crate::search::space::{Domain, Family, ParamValue, Params, Task};
 
 /// A Study: "here is my table, predict this column, within this budget". The operator (or
@@ -65,6 +66,54 @@ pub struct StudySpec {
     /// cross-validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Evaluation>,
+    /// The ensemble built from the finished trials after the search (on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleSpec>,
+}
+
+/// After the search, the finished trials' models are combined by greedy ensemble selection on
+/// their validation (or out-of-fold) predictions and exported as one ONNX model; it replaces
+/// the best single trial as the winner only when it scores better on validation and meets the
+/// latency ceiling and `constraints`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnsembleSpec {
+    /// Build an ensemble (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Most distinct trials in the ensemble (default 5): each adds its latency to every
+    /// prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 50))]
+    pub max_members: Option<u32>,
+    /// Largest acceptable p99 single-row latency of the ensemble under ONNX Runtime; unset:
+    /// `constraints.maxPredictLatencyMicros`, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_predict_latency_micros: Option<u64>,
+}
+
+impl EnsembleSpec {
+    pub const DEFAULT_MAX_MEMBERS: u32 = 5;
+
+    /// The settings of `spec.ensemble`, an absent one meaning the defaults.
+    pub fn of(spec: &StudySpec) -> EnsembleSpec {
+        spec.ensemble.clone().unwrap_or_default()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    pub fn max_members(&self) -> u32 {
+        self.max_members.unwrap_or(Self::DEFAULT_MAX_MEMBERS)
+    }
+
+    /// The latency ceiling the ensemble must meet, if any.
+    pub fn latency_ceiling(&self, constraints: &Constraints) -> Option<u64> {
+        self.max_predict_latency_micros
+            .or(constraints.max_predict_latency_micros)
+    }
 }
 
 /// How trials are scored.
@@ -634,6 +683,38 @@ pub struct StudyStatus {
     /// When the study reached Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The ensemble built from the finished trials, and whether it replaced the best trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleStatus>,
+}
+
+/// The ensemble built after the search.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnsembleStatus {
+    /// Its name: the model card's version.
+    pub name: String,
+    /// Members as `trial=weight`, heaviest first.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// The objective metric on the selection rows (validation or out-of-fold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
+    /// The best single member's objective on the same rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_single_objective: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_bytes: Option<u64>,
+    /// Whether it is the study's winner instead of the best trial.
+    pub promoted: bool,
+    /// Why it was or was not promoted (or why it could not be built).
+    #[serde(default)]
+    pub message: String,
+    /// Where the exported ensemble is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

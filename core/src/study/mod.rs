@@ -410,6 +410,10 @@ pub fn plan_with(
         observed_generation: id.generation,
         start_time,
         completion_time,
+        // Built by the runner after the search ends; kept while the study stays finished.
+        ensemble: finished
+            .then(|| previous.and_then(|p| p.ensemble.clone()))
+            .flatten(),
     };
     Plan {
         create: verdict.create,

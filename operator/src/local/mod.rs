@@ -3,6 +3,7 @@
 //! Ctrl-C or `kill -9` followed by the same command resumes the study.
 
 pub mod closed_loop;
+pub mod ensemble;
 mod html;
 mod process;
 mod report;
@@ -50,7 +51,10 @@ pub struct RunSummary {
     pub dir: PathBuf,
     pub study: Study,
     pub trials: Vec<Trial>,
+    /// The best trial, or the ensemble when it was promoted.
     pub winner: Option<BestTrial>,
+    /// The ensemble built after the search, if any.
+    pub ensemble: Option<flywheel_core::api::EnsembleStatus>,
 }
 
 /// Runs (or resumes) the study until it finishes.
@@ -115,7 +119,7 @@ pub fn run(
     let metric = study.spec.objective.metric.as_str();
     let max_trials = study.spec.budget.max_trials;
 
-    let winner = loop {
+    let mut winner = loop {
         let now = Time(Timestamp::now());
         let observed: Vec<ObservedTrial> = trials
             .values()
@@ -297,12 +301,32 @@ pub fn run(
             .unwrap_or_default();
         println!("study {name} failed: {reason}");
     }
+    let mut built_ensemble = None;
+    if let Some(final_status) = status.clone()
+        && final_status.phase == StudyPhase::Succeeded
+    {
+        let finished: Vec<&Trial> = trials.values().collect();
+        if !options.quiet {
+            println!("building the ensemble of the finished trials");
+        }
+        if let Some(built) = ensemble::build(&study, &finished, &dir, &dataset_uri, cores, options)?
+        {
+            if built.winner.is_some() {
+                winner = built.winner;
+            }
+            let mut final_status = final_status;
+            final_status.ensemble = Some(built.status.clone());
+            dir.save_status(&mut study, &final_status)?;
+            built_ensemble = Some(built.status);
+        }
+    }
     dir.release();
     Ok(RunSummary {
         dir: dir.root().to_path_buf(),
         trials: trials.into_values().collect(),
         study,
         winner,
+        ensemble: built_ensemble,
     })
 }
 

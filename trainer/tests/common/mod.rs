@@ -38,6 +38,16 @@ impl Run {
         serde_json::from_str(&text).expect("holdout.json parses")
     }
 
+    /// `holdout.json`'s rows.
+    pub fn holdout_rows(&self) -> Vec<u64> {
+        self.holdout()["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.as_u64().expect("a row index"))
+            .collect()
+    }
+
     pub fn schema(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.output.join("schema.json")).expect("schema.json");
         serde_json::from_str(&text).expect("schema.json parses")
