@@ -11,10 +11,11 @@ use flywheel_store::moto::{MotoServer, with_s3_env};
 use flywheel_store::{BlockingStore, Location};
 use sha2::{Digest, Sha256};
 
-const ARTIFACTS: [&str; 5] = [
+const ARTIFACTS: [&str; 6] = [
     "holdout.json",
     "model.json",
     "model.onnx",
+    "predictions.json",
     "result.json",
     "schema.json",
 ];

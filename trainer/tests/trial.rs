@@ -153,8 +153,10 @@ fn diabetes_linear_regression() {
     }
     for family in ["random_forest", "gradient_boosting", "mlp"] {
         let run = trainer(&data("diabetes.csv"), "progression", family, &[]).succeeded();
+        // The mean over repeated folds of ~350-row training sets (what a small table is now
+        // selected by) is an honest estimate, below what one lucky holdout split can show.
         assert!(
-            run.metric("r2") > 0.3,
+            run.metric("r2") > 0.2,
             "{family}: {:?}",
             run.result().metrics
         );

@@ -703,8 +703,10 @@ pub struct EnsembleStatus {
     /// The best single member's objective on the same rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_single_objective: Option<f64>,
+    /// The composed graph's prediction latency, measured like a trial's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// The size of the composed ONNX file in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_bytes: Option<u64>,
     /// Whether it is the study's winner instead of the best trial.

@@ -2,6 +2,7 @@
 //! ensemble`, a child process like a trial), which replaces the best trial as the winner when
 //! it scores better on validation and meets the latency and size ceilings.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -135,6 +136,10 @@ pub fn build(
         objective: ensemble.score,
         metrics: result.metrics.clone(),
         artifact_uri: Some(artifact_uri.clone()),
+        // Members are selected on their validation rows; the ensemble is not scored on the
+        // final holdout yet, so there is no holdout figure to show beside it.
+        holdout_metrics: BTreeMap::new(),
+        tie_broken_by: None,
     });
     Ok(Some(Built {
         status: EnsembleStatus {

@@ -386,6 +386,7 @@ pub fn run(args: &EnsembleArgs) -> Result<TrialResult> {
         reason: None,
         message: None,
         metrics: all_metrics,
+        holdout_metrics: std::collections::BTreeMap::new(),
         artifact_uri: Some(trial::artifact_uri(&args.output)),
         latency: Some(latency),
         model_bytes: Some(model_bytes),
