@@ -359,7 +359,7 @@ fn score_folds(
     data: &Dataset,
     splits: &[features::Split],
     timings: &mut Timings,
-) -> Result<(BTreeMap<String, f64>, Vec<(usize, Vec<f64>)>)> {
+) -> Result<(BTreeMap<String, f64>, Vec<RowPrediction>)> {
     let linear = linear_features(plan.family);
     let mut per_fold = Vec::with_capacity(splits.len());
     let mut out_of_fold = Vec::with_capacity(data.rows);
@@ -621,6 +621,9 @@ pub(crate) fn json_compact<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value)
         .map_err(|e| TrainerError::Internal(format!("failed to serialise json: {e}")))
 }
+
+/// A dataset row and what a model predicted for it: the class probabilities, or `[value]`.
+type RowPrediction = (usize, Vec<f64>);
 
 /// One array per row: the class probabilities, or `[value]`.
 fn prediction_rows(prediction: &Prediction) -> Vec<Vec<f64>> {
