@@ -180,10 +180,10 @@ fn quickstart_study(max_trials: u32) -> String {
     let text = std::fs::read_to_string(repo().join("examples/quickstart/study.yaml")).unwrap();
     let dataset = format!(
         "uri: file://{}",
-        repo().join("examples/data/penguins.csv").display()
+        repo().join("examples/data/adult-3k.csv").display()
     );
     let replaced = text
-        .replace("uri: examples/data/penguins.csv", &dataset)
+        .replace("uri: examples/data/adult-3k.csv", &dataset)
         .replace("maxTrials: 12", &format!("maxTrials: {max_trials}"));
     assert!(
         replaced.contains(&dataset) && replaced.contains(&format!("maxTrials: {max_trials}")),
@@ -244,7 +244,7 @@ fn quickstart_study_trains_promotes_and_serves() {
     let max_trials = 4;
     apply(&ns.0, &quickstart_study(max_trials));
 
-    let study = study_succeeds(&ns.0, "penguins-quickstart", &operator);
+    let study = study_succeeds(&ns.0, "income-quickstart", &operator);
 
     // `kubectl get st` shows the outcome in its printer columns.
     let table = kubectl_ok(&[
@@ -252,13 +252,13 @@ fn quickstart_study_trains_promotes_and_serves() {
         "st",
         "-n",
         &ns.0,
-        "penguins-quickstart",
+        "income-quickstart",
         "--no-headers",
     ]);
     let row: Vec<&str> = table.split_whitespace().collect();
-    assert_eq!(row[..2], ["penguins-quickstart", "Succeeded"], "{table}");
+    assert_eq!(row[..2], ["income-quickstart", "Succeeded"], "{table}");
     assert!(
-        ["logistic", "decision_tree", "random_forest"].contains(&row[row.len() - 2]),
+        ["logistic", "decision_tree", "gradient_boosting"].contains(&row[row.len() - 2]),
         "the Family column: {table}"
     );
 
@@ -268,7 +268,7 @@ fn quickstart_study_trains_promotes_and_serves() {
     for trial in &trials {
         let name = trial["metadata"]["name"].as_str().unwrap();
         assert!(
-            owned_by(trial, "Study", "penguins-quickstart"),
+            owned_by(trial, "Study", "income-quickstart"),
             "{name} has no owner"
         );
         assert_eq!(
@@ -285,7 +285,18 @@ fn quickstart_study_trains_promotes_and_serves() {
 
     // Jobs and pods: one Job per Trial, owned by it, whose pod ran the trainer and ended with
     // the result document as its termination message.
-    let jobs = items(&ns.0, "jobs");
+    // The Trial turns Succeeded from its pod's result; the Job controller counts the finished
+    // pod a moment later.
+    let jobs = wait_for(
+        "every Job to count its pod",
+        Duration::from_secs(60),
+        || {
+            let jobs = items(&ns.0, "jobs");
+            jobs.iter()
+                .all(|job| job["status"]["succeeded"] == 1)
+                .then_some(jobs)
+        },
+    );
     assert_eq!(jobs.len(), max_trials as usize, "one Job per trial");
     for job in &jobs {
         let name = job["metadata"]["name"].as_str().unwrap();
@@ -328,7 +339,7 @@ fn quickstart_study_trains_promotes_and_serves() {
         "the promoted ModelDeployment",
         Duration::from_secs(60),
         || {
-            let out = kubectl(&["get", "-n", &ns.0, "modeldeployment/penguins", "-o", "json"]);
+            let out = kubectl(&["get", "-n", &ns.0, "modeldeployment/income", "-o", "json"]);
             out.status
                 .success()
                 .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
@@ -344,10 +355,10 @@ fn quickstart_study_trains_promotes_and_serves() {
 
     // Serving: a Deployment and a Service, a ready replica, then predictions and feedback.
     wait_for("a ready server replica", Duration::from_secs(120), || {
-        let deployment = get(&ns.0, "deployment/penguins");
+        let deployment = get(&ns.0, "deployment/income");
         (deployment["status"]["readyReplicas"].as_i64().unwrap_or(0) >= 1).then_some(())
     });
-    let service = get(&ns.0, "service/penguins");
+    let service = get(&ns.0, "service/income");
     assert_eq!(service["spec"]["ports"][0]["name"], "http");
     let server_pods: Vec<Value> = items(&ns.0, "pods")
         .into_iter()
@@ -373,42 +384,47 @@ fn quickstart_study_trains_promotes_and_serves() {
 
     let (code, v1) = post_json(
         port,
-        "/v1/models/penguins:predict",
+        "/v1/models/income:predict",
         &json!({"instances": [
-            {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8,
-             "flipper_length_mm": 212, "body_mass_g": 5200, "sex": "male", "year": 2009}
+            {"age": 39, "workclass": "State-gov", "education_num": 13,
+             "marital_status": "Never-married", "occupation": "Adm-clerical",
+             "relationship": "Not-in-family", "race": "White", "sex": "Male",
+             "capital_gain": 2174, "capital_loss": 0, "hours_per_week": 40,
+             "native_country": "United-States"}
         ]}),
     );
     assert_eq!(code, 200, "V1 answer: {v1}");
     let prediction = v1["predictions"][0].as_str().unwrap_or_default();
-    assert!(
-        ["Adelie", "Chinstrap", "Gentoo"].contains(&prediction),
-        "V1 answer: {v1}"
-    );
+    assert!(["<=50K", ">50K"].contains(&prediction), "V1 answer: {v1}");
     assert_eq!(v1["model_version"], best.as_str(), "served version: {v1}");
     let request_id = v1["request_ids"][0].as_str().unwrap().to_string();
 
     let (code, v2) = post_json(
         port,
-        "/v2/models/penguins/infer",
+        "/v2/models/income/infer",
         &json!({"inputs": [
-            {"name": "island", "shape": [1], "datatype": "BYTES", "data": ["Dream"]},
-            {"name": "bill_length_mm", "shape": [1], "datatype": "FP64", "data": [49.0]},
-            {"name": "bill_depth_mm", "shape": [1], "datatype": "FP64", "data": [19.5]},
-            {"name": "flipper_length_mm", "shape": [1], "datatype": "FP64", "data": [210.0]},
-            {"name": "body_mass_g", "shape": [1], "datatype": "FP64", "data": [3950.0]},
-            {"name": "sex", "shape": [1], "datatype": "BYTES", "data": ["male"]},
-            {"name": "year", "shape": [1], "datatype": "INT64", "data": [2008]}
+            {"name": "age", "shape": [1], "datatype": "FP64", "data": [52.0]},
+            {"name": "workclass", "shape": [1], "datatype": "BYTES", "data": ["Private"]},
+            {"name": "education_num", "shape": [1], "datatype": "FP64", "data": [9.0]},
+            {"name": "marital_status", "shape": [1], "datatype": "BYTES", "data": ["Married-civ-spouse"]},
+            {"name": "occupation", "shape": [1], "datatype": "BYTES", "data": ["Exec-managerial"]},
+            {"name": "relationship", "shape": [1], "datatype": "BYTES", "data": ["Husband"]},
+            {"name": "race", "shape": [1], "datatype": "BYTES", "data": ["White"]},
+            {"name": "sex", "shape": [1], "datatype": "BYTES", "data": ["Male"]},
+            {"name": "capital_gain", "shape": [1], "datatype": "FP64", "data": [0.0]},
+            {"name": "capital_loss", "shape": [1], "datatype": "FP64", "data": [0.0]},
+            {"name": "hours_per_week", "shape": [1], "datatype": "FP64", "data": [45.0]},
+            {"name": "native_country", "shape": [1], "datatype": "BYTES", "data": ["United-States"]}
         ]}),
     );
     assert_eq!(code, 200, "V2 answer: {v2}");
-    assert_eq!(v2["model_name"], "penguins", "V2 answer: {v2}");
+    assert_eq!(v2["model_name"], "income", "V2 answer: {v2}");
     assert_eq!(v2["outputs"][0]["name"], "predictions", "V2 answer: {v2}");
 
     let (code, feedback) = post_json(
         port,
-        "/v1/models/penguins/feedback",
-        &json!({"request_id": request_id, "actual": "Gentoo"}),
+        "/v1/models/income/feedback",
+        &json!({"request_id": request_id, "actual": ">50K"}),
     );
     assert_eq!(code, 200, "feedback answer: {feedback}");
     assert_eq!(feedback["accepted"], 1, "feedback answer: {feedback}");
