@@ -1145,44 +1145,25 @@ async fn unreadable_server_stats_make_retraining_unknown_loudly() {
     let (ctx, mut server) = context(false);
     let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
     expect_server_objects(&mut server).await;
-    let pod = |name: &str| {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ml"},
-               "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
-    };
-    server
-        .expect(
-            Method::GET,
-            "/api/v1/namespaces/ml/pods",
-            &[(
-                "labelSelector",
-                "app.kubernetes.io/name=flywheel-server,app.kubernetes.io/component=penguins",
-            )],
-            200,
-            list("Pod", vec![pod("penguins-a"), pod("penguins-b")]),
-        )
-        .await;
+    expect_ready_server_pods(&mut server, &["penguins-a", "penguins-b"]).await;
     // One replica's proxy is forbidden; the other answers with a metric far below the
     // threshold, which on its own would fire the policy.
-    server
-        .expect(
-            Method::GET,
-            "/api/v1/namespaces/ml/pods/penguins-a:8080/proxy/v1/models/penguins/stats",
-            &[],
-            403,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+    expect_stats(
+        &mut server,
+        "penguins-a",
+        403,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
                    "message": "pods \"penguins-a\" is forbidden: User cannot get resource \"pods/proxy\""}),
-        )
-        .await;
-    server
-        .expect(
-            Method::GET,
-            "/api/v1/namespaces/ml/pods/penguins-b:8080/proxy/v1/models/penguins/stats",
-            &[],
-            200,
-            json!({"model": "penguins", "versions": [
+    )
+    .await;
+    expect_stats(
+        &mut server,
+        "penguins-b",
+        200,
+        json!({"model": "penguins", "versions": [
                 {"model_version": "penguins-1", "role": "primary", "predictions": 900, "labelled": 300, "window": 300, "accuracy": 0.5}]}),
-        )
-        .await;
+    )
+    .await;
     // No decision on half the feedback: no retraining study is looked up or created.
     let patch = server
         .expect_status_apply(
@@ -1216,6 +1197,62 @@ async fn unreadable_server_stats_make_retraining_unknown_loudly() {
     );
     assert!(
         metrics.encode().contains(
+            r#"flywheel_operator_stats_poll_failures_total{namespace="ml",deployment="penguins"} 1"#
+        ),
+        "{}",
+        metrics.encode()
+    );
+}
+
+/// A rollout replaces a server pod between the operator's list and its stats read: the API
+/// server answers that the pod is gone, which is no failure to read the stats (a Warning on
+/// every rollout would cry wolf); the policy is judged on the replica that exists.
+#[tokio::test]
+async fn a_server_pod_deleted_during_the_poll_is_left_out() {
+    let mut md = model_deployment();
+    md.spec.retraining = Some(serde_json::from_value(json!({"minNewLabels": 100})).unwrap());
+    let (ctx, mut server) = context(false);
+    let task = tokio::spawn(deployment::reconcile(Arc::new(md.clone()), ctx.clone()));
+    expect_server_objects(&mut server).await;
+    expect_ready_server_pods(&mut server, &["penguins-old", "penguins-new"]).await;
+    expect_stats(
+        &mut server,
+        "penguins-old",
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                   "message": "pods \"penguins-old\" not found", "details": {"name": "penguins-old", "kind": "pods"}}),
+    )
+    .await;
+    expect_stats(
+        &mut server,
+        "penguins-new",
+        200,
+        json!({"model": "penguins", "versions": [
+                {"model_version": "penguins-1", "role": "primary", "predictions": 40, "labelled": 12, "window": 12, "accuracy": 1.0}]}),
+    )
+    .await;
+    let patch = server
+        .expect_status_apply(
+            "/apis/flywheel.dev/v1alpha1/namespaces/ml/modeldeployments/penguins/status",
+            serde_json::to_value(model_deployment()).unwrap(),
+        )
+        .await;
+    let status = &patch.body["status"];
+    let due = condition_of(status, deployment::RETRAINING_DUE);
+    assert_eq!(
+        (&due["status"], &due["reason"]),
+        (&json!("False"), &json!("WithinPolicy")),
+        "{status}"
+    );
+    assert_eq!(status["labelledPredictions"], 12, "{status}");
+    // No StatsUnavailable Warning: the reconcile ends without an Event.
+    let metrics = ctx.metrics.clone();
+    assert_eq!(
+        finish(task, ctx, server).await,
+        Action::requeue(deployment::STATS_REQUEUE)
+    );
+    assert!(
+        !metrics.encode().contains(
             r#"flywheel_operator_stats_poll_failures_total{namespace="ml",deployment="penguins"} 1"#
         ),
         "{}",
@@ -1268,6 +1305,42 @@ async fn expect_server_objects(server: &mut ApiServer) {
             .expect_apply(&format!("{collection}/penguins"), "flywheel-operator")
             .await;
     }
+}
+
+/// One server pod's `/v1/models/penguins/stats`, read through the API server's pod proxy.
+async fn expect_stats(server: &mut ApiServer, pod: &str, code: u16, answer: Value) {
+    server
+        .expect(
+            Method::GET,
+            &format!("/api/v1/namespaces/ml/pods/{pod}:8080/proxy/v1/models/penguins/stats"),
+            &[],
+            code,
+            answer,
+        )
+        .await;
+}
+
+/// The list of the ModelDeployment's server pods, all of them ready.
+async fn expect_ready_server_pods(server: &mut ApiServer, names: &[&str]) {
+    let pods = names
+        .iter()
+        .map(|name| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ml"},
+                   "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        })
+        .collect();
+    server
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/ml/pods",
+            &[(
+                "labelSelector",
+                "app.kubernetes.io/name=flywheel-server,app.kubernetes.io/component=penguins",
+            )],
+            200,
+            list("Pod", pods),
+        )
+        .await;
 }
 
 /// The requests of a retraining ModelDeployment's reconcile up to its decisions: its

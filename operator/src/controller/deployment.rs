@@ -204,7 +204,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     }
     if md.spec.retraining.is_some() {
         // Feedback arrives at the servers, not the API server: poll their stats.
-        return Ok(Action::requeue(STATS_REQUEUE));
+        return Ok(Action::requeue(ctx.stats_interval));
     }
     // Deployment changes (pods becoming ready) wake the controller through `owns`.
     Ok(Action::await_change())
@@ -259,7 +259,8 @@ pub fn waiting_for_model(
     status
 }
 
-/// How often the servers' online stats are read for a ModelDeployment with a retraining policy.
+/// How often the servers' online stats are read for a ModelDeployment with a retraining policy,
+/// unless `--stats-interval-seconds` says otherwise.
 pub const STATS_REQUEUE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn condition_holds(conditions: &[Condition], type_: &str) -> bool {
@@ -325,7 +326,7 @@ pub fn record_poll_gaps(
 /// `/v1/models/{name}/stats` of every ready server pod, through the API server's pod proxy (each
 /// replica counts its own feedback, so all of them are read), and the ready pods' names. A pod
 /// that does not answer is recorded as a failure (and logged at WARN): the next poll reads it
-/// again.
+/// again. A pod deleted between the list and its read is left out.
 async fn server_stats(
     ctx: &Context,
     namespace: &str,
@@ -342,36 +343,52 @@ async fn server_stats(
         .list(&ListParams::default().labels(&selector))
         .await
         .doing(|| format!("list the server pods of modeldeployment {name}"))?;
-    let mut poll = StatsPoll {
-        ready: list
-            .items
-            .iter()
-            .filter(|p| pod_ready(p))
-            .map(|p| p.name_any())
-            .collect(),
-        ..StatsPoll::default()
-    };
-    for pod in &poll.ready {
+    let mut poll = StatsPoll::default();
+    for pod in list
+        .items
+        .iter()
+        .filter(|p| pod_ready(p))
+        .map(|p| p.name_any())
+    {
         let path = format!(
             "/api/v1/namespaces/{namespace}/pods/{pod}:{SERVER_PORT}/proxy/v1/models/{name}/stats"
         );
         let answer = match http::Request::get(&path).body(Vec::new()) {
-            Ok(request) => ctx
-                .client
-                .request::<ServerStats>(request)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
+            Ok(request) => ctx.client.request::<ServerStats>(request).await,
+            Err(error) => {
+                poll.failures.push((pod.clone(), error.to_string()));
+                poll.ready.push(pod);
+                continue;
+            }
         };
         match answer {
-            Ok(answer) => poll.stats.push(answer),
+            // Deleted since the list (a rollout replaced it): no replica left to read, so
+            // neither a failure nor one of the replicas the decision waits for.
+            Err(kube::Error::Api(status)) if pod_gone(&status, &pod) => {
+                tracing::debug!(modeldeployment = %name, %namespace, %pod, "server pod deleted during the stats poll");
+            }
+            Ok(answer) => {
+                poll.stats.push(answer);
+                poll.ready.push(pod);
+            }
             Err(error) => {
                 tracing::warn!(modeldeployment = %name, %namespace, %pod, %error, "failed to read server stats");
-                poll.failures.push((pod.clone(), error));
+                poll.failures.push((pod.clone(), error.to_string()));
+                poll.ready.push(pod);
             }
         }
     }
     Ok(poll)
+}
+
+/// Whether the API server answered that the pod itself no longer exists (not the server in it
+/// answering 404, which the proxy passes through as the server's own body).
+fn pod_gone(status: &kube::core::Status, pod: &str) -> bool {
+    status.is_not_found()
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "pods" && d.name == pod)
 }
 
 fn pod_ready(pod: &Pod) -> bool {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use flywheel_core::k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -59,6 +60,11 @@ pub struct OperatorArgs {
     /// This replica's name, for the Lease and Events (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "flywheel-operator")]
     pub identity: String,
+    /// Seconds between two reads of the feedback stats of the servers of a ModelDeployment with
+    /// a retraining policy (feedback reaches the servers, not the API server, so it is polled):
+    /// how soon a retraining trigger or the shadow gate sees new labels.
+    #[arg(long, env = "FLYWHEEL_STATS_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stats_interval_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "FLYWHEEL_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -154,7 +160,7 @@ async fn serve(args: OperatorArgs) -> Result<(), Error> {
         metrics.set_leader(true);
     }
 
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client,
         config.job_config(),
         config.serving_config(),
@@ -165,7 +171,9 @@ async fn serve(args: OperatorArgs) -> Result<(), Error> {
         },
         Arc::new(Timestamp::now),
         service_monitors,
-    ));
+    );
+    ctx.stats_interval = Duration::from_secs(args.stats_interval_seconds);
+    let ctx = Arc::new(ctx);
     let lost = Arc::new(AtomicBool::new(false));
     let shutdown = {
         let elector = elector.clone();

@@ -57,6 +57,9 @@ pub struct Context {
     pub clock: Clock,
     /// Whether the cluster serves `monitoring.coreos.com/v1` ServiceMonitors.
     pub service_monitors: bool,
+    /// How often the servers of a ModelDeployment with a retraining policy are asked for their
+    /// feedback stats ([`deployment::STATS_REQUEUE`] unless the operator is told otherwise).
+    pub stats_interval: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -79,6 +82,7 @@ impl Context {
             metrics,
             clock,
             service_monitors,
+            stats_interval: deployment::STATS_REQUEUE,
             failures: Mutex::new(HashMap::new()),
         }
     }
