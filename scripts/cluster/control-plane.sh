@@ -4,22 +4,49 @@
 # and the variables below, and records every PID it starts so cluster_down can stop them.
 #
 #   K8S_KIT       the kit (kube-apiserver.xz, kube-controller-manager.xz, fakelet.py); default
-#                 ../shared/k8s relative to the repository root
+#                 ../shared/k8s relative to the repository root, or to the main checkout when
+#                 this is a linked git worktree
 #   CLUSTER_DIR   state of this run (certs, etcd data, logs, kubeconfigs); default a fresh mktemp
+#   CLUSTER_NODE_IP  the node's (and so every pod's) IP; default the host's first non-loopback
+#                 IPv4 address (see host_ipv4), 127.0.0.1 when it has none
 #   KUBECONFIG    set by cluster_up to the admin kubeconfig
+# cluster_up also sets apiserver_port, admin_token and node_ip for the caller.
 # shellcheck shell=bash
 
 cluster_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-K8S_KIT="${K8S_KIT:-$cluster_root/../shared/k8s}"
+default_kit() {
+  local common
+  common="$(git -C "$cluster_root" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"
+  if [ ! -d "$cluster_root/../shared/k8s" ] && [ -n "$common" ] && [ -d "$common/../../shared/k8s" ]; then
+    (cd "$common/../../shared/k8s" && pwd)
+  else
+    echo "$cluster_root/../shared/k8s"
+  fi
+}
+K8S_KIT="${K8S_KIT:-$(default_kit)}"
 # The binaries are decompressed once into an ignored folder: the kit itself is read-only in CI.
 cluster_bin="$cluster_root/.tools/k8s-control-plane"
 cluster_pids=()
 
 cluster_log() { echo "cluster: $*" >&2; }
 
-# A free TCP port on 127.0.0.1 (the kernel picks it; closed again before the caller binds it).
+# A TCP port free on every address (the kernel picks it; closed again before the caller binds
+# it): fakelet's log server binds the node IP, not loopback.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])'
+}
+
+# The host's first non-loopback IPv4 address, or nothing. fakelet gives it to the node and to
+# every pod: the API server refuses to proxy to loopback (services/.../proxy, pods/.../proxy)
+# and EndpointSlices refuse to hold it, so only a routable address makes Services work.
+host_ipv4() {
+  local addresses
+  if command -v ip >/dev/null; then
+    addresses="$(ip -o -4 addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1)"
+  else
+    addresses="$(hostname -I 2>/dev/null | tr ' ' '\n')"
+  fi
+  echo "$addresses" | grep -E '^[0-9]+(\.[0-9]+){3}$' | grep -v '^127\.' | head -n 1 || true
 }
 
 # etcd from Debian's etcd-server package; the package index is refreshed only when needed.
@@ -172,10 +199,18 @@ cluster_up() {
   # The ServiceAccount controller creating `default` shows the controller manager is working.
   wait_for "the default ServiceAccount" 120 kubectl get serviceaccount default -n default
 
+  node_ip="${CLUSTER_NODE_IP:-$(host_ipv4)}"
+  if [ -z "$node_ip" ]; then
+    node_ip=127.0.0.1
+    cluster_log "this host has no non-loopback IPv4 address: pods get 127.0.0.1, which the API server does not proxy to"
+  fi
+  # The API server stays on loopback; only the node (its log server) and the pods, which are
+  # host processes listening on every address, are reached at node_ip.
   start fakelet python3 "$K8S_KIT/fakelet.py" --kubeconfig "$KUBECONFIG" --node fakelet \
-    --port "$fakelet_port" --images "$images" --workdir "$CLUSTER_DIR/fakelet" "$@"
+    --node-ip "$node_ip" --port "$fakelet_port" --images "$images" \
+    --workdir "$CLUSTER_DIR/fakelet" "$@"
   wait_for "the fakelet node" 60 kubectl wait --for=condition=Ready node/fakelet --timeout=1s
-  cluster_log "up: KUBECONFIG=$KUBECONFIG, logs in $CLUSTER_DIR"
+  cluster_log "up: KUBECONFIG=$KUBECONFIG, node and pod IP $node_ip, logs in $CLUSTER_DIR"
 }
 
 # Stops what cluster_up started, newest first: SIGTERM (the fakelet ends its pods' process groups

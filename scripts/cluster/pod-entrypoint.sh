@@ -5,6 +5,10 @@
 # the pod's alone:
 #   /artifacts  the artifact claim: $FLYWHEEL_TEST_ARTIFACTS, shared by every pod (the PVC)
 #   /tmp        the pod's emptyDir scratch volume: a folder in the pod's fakelet directory
+# Every pod shares the node's IP (fakelet runs them as host processes), so a server pod whose
+# port another pod still holds (the old replica of a rolling update, a server of a namespace
+# being deleted) waits for it instead of failing to bind; on a real node each pod has its own IP.
+# Until then fakelet's readiness probe reaches the holder, so the pod may turn Ready early.
 # Usage (from images.json): pod-entrypoint.sh BINARY [ARG...]
 set -eu
 binary="$1"
@@ -19,4 +23,28 @@ if ! mount --bind "$FLYWHEEL_TEST_ARTIFACTS" /artifacts; then
 fi
 mkdir -p "$FAKELET_POD_DIR/scratch"
 mount --bind "$FAKELET_POD_DIR/scratch" /tmp
+for arg in "$@"; do
+  case "$arg" in
+  --listen=*)
+    python3 - "${arg##*:}" <<'PY'
+import socket, sys, time
+port, waited = int(sys.argv[1]), False
+while True:
+    s = socket.socket()
+    # As the server binds: a closed listener's TIME_WAIT connections do not hold the port.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("0.0.0.0", port))
+        break
+    except OSError:
+        if not waited:
+            print(f"pod-entrypoint: port {port} is held by another pod (all pods share the node IP); waiting", flush=True)
+            waited = True
+        time.sleep(0.2)
+    finally:
+        s.close()
+PY
+    ;;
+  esac
+done
 exec "$binary" "$@"

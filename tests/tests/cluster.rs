@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{binary, free_port, post_json, repo};
+use common::{binary, free_port, get_json, post_json, repo};
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -89,7 +89,9 @@ fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
-/// A fresh namespace per scenario (deleted at the end, also on failure).
+/// A fresh namespace per scenario (deleted at the end, also on failure). The deletion is waited
+/// for: its server pods must have released the port every pod shares (fakelet runs pods as host
+/// processes on the node's IP) before the next scenario serves.
 struct Namespace(String);
 
 impl Namespace {
@@ -101,7 +103,13 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.0,
+            "--wait=true",
+            "--timeout=120s",
+        ]);
     }
 }
 
@@ -136,6 +144,9 @@ impl Operator {
                 "FLYWHEEL_OPERATOR_LISTEN",
                 format!("127.0.0.1:{}", free_port()),
             )
+            // Feedback reaches the servers, not the API server: polled often, the closed loop
+            // reacts within the scenario instead of a minute later.
+            .env("FLYWHEEL_STATS_INTERVAL_SECONDS", "2")
             .env("RUST_LOG", "info")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -235,6 +246,187 @@ fn owned_by(object: &Value, kind: &str, name: &str) -> bool {
         .is_some_and(|refs| refs.iter().any(|r| r["kind"] == kind && r["name"] == name))
 }
 
+/// How the scenarios reach a ModelDeployment's servers: through the API server's service proxy
+/// (`/api/v1/namespaces/NS/services/NAME:80/proxy/...`), as `kubectl` or a user's client would.
+/// Only when the pods have the IP 127.0.0.1 (the host has no other IPv4 address), which the API
+/// server refuses to proxy to, straight to the pod's port instead.
+struct Serving {
+    namespace: String,
+    service: String,
+    proxied: bool,
+}
+
+impl Serving {
+    fn new(namespace: &str, service: &str) -> Self {
+        let proxied = env("FLYWHEEL_CLUSTER_NODE_IP") != "127.0.0.1";
+        if !proxied {
+            eprintln!(
+                "cluster: the pods have the IP 127.0.0.1 (this host has no non-loopback IPv4 address) and the API server does not proxy to loopback: requests go to port {} directly",
+                SERVER_PORT
+            );
+        }
+        Serving {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            proxied,
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        if self.proxied {
+            self.through_proxy("POST", path, Some(body))
+        } else {
+            post_json(SERVER_PORT, path, body)
+        }
+    }
+
+    /// `None` while nothing answers.
+    fn get(&self, path: &str) -> Option<(u16, Value)> {
+        if self.proxied {
+            Some(self.through_proxy("GET", path, None)).filter(|(code, _)| *code != 503)
+        } else {
+            get_json(SERVER_PORT, path)
+        }
+    }
+
+    /// One request through the API server with the admin's token; the status code and the JSON
+    /// body (the body as a string when it is not JSON: the API server's own errors).
+    fn through_proxy(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = format!(
+            "{}/api/v1/namespaces/{}/services/{}:80/proxy{path}",
+            env("FLYWHEEL_CLUSTER_API_SERVER"),
+            self.namespace,
+            self.service
+        );
+        let mut args = vec![
+            "-sS".to_string(),
+            "--cacert".into(),
+            env("FLYWHEEL_CLUSTER_CA"),
+            "-H".into(),
+            format!(
+                "Authorization: Bearer {}",
+                env("FLYWHEEL_CLUSTER_ADMIN_TOKEN")
+            ),
+            "-X".into(),
+            method.into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+        ];
+        if body.is_some() {
+            args.extend([
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data-binary".into(),
+                "@-".into(),
+            ]);
+        }
+        args.push(url.clone());
+        let mut child = Command::new("curl")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(body) = body {
+                stdin.write_all(body.to_string().as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{method} {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (payload, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code.trim().parse().unwrap_or(0);
+        let payload =
+            serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_string()));
+        (code, payload)
+    }
+
+    /// The servers' `/v1/models/{name}/stats`, once they answer.
+    fn stats(&self) -> Option<Value> {
+        self.get(&format!("/v1/models/{}/stats", self.service))
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, stats)| stats)
+    }
+
+    /// Waits until the server that answers serves `primary` (and `shadow`, when given): after a
+    /// rollout the old replica may answer for a while.
+    fn wait_for_versions(&self, primary: &str, shadow: Option<&str>) {
+        wait_for(
+            &format!("the server to serve {primary} with shadow {shadow:?}"),
+            Duration::from_secs(120),
+            || {
+                let stats = self.stats()?;
+                let loaded = |role: &str| {
+                    stats["versions"]
+                        .as_array()?
+                        .iter()
+                        .find(|v| v["role"] == role)
+                        .and_then(|v| v["model_version"].as_str().map(str::to_string))
+                };
+                (loaded("primary").as_deref() == Some(primary)
+                    && loaded("shadow").as_deref() == shadow)
+                    .then_some(())
+            },
+        );
+    }
+}
+
+/// The port `flywheel-server` listens on in its pods (the operator's SERVER_PORT).
+const SERVER_PORT: u16 = 8080;
+
+/// Events about `name` (any kind) in `ns`: (type, reason, message).
+fn events_about(ns: &str, name: &str) -> Vec<(String, String, String)> {
+    items(ns, "events")
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == name || e["regarding"]["name"] == name)
+        .map(|e| {
+            let text = |field: &str| e[field].as_str().unwrap_or_default().to_string();
+            let message = if e["message"].is_string() {
+                text("message")
+            } else {
+                text("note")
+            };
+            (text("type"), text("reason"), message)
+        })
+        .collect()
+}
+
+/// Waits for a ModelDeployment whose condition `type_` passes `check`; returns it.
+fn wait_for_condition(
+    ns: &str,
+    what: &str,
+    type_: &str,
+    limit: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(&format!("{what} ({type_})"), limit, || {
+        let object = get(ns, what);
+        condition(&object, type_)
+            .is_some_and(&check)
+            .then_some(object)
+    })
+}
+
+/// The quickstart's ModelDeployment with its retraining policy, at one replica: every pod has
+/// the node's IP, so two server replicas would want the same port.
+fn quickstart_deployment() -> String {
+    let text = std::fs::read_to_string(repo().join("examples/quickstart/deployment.yaml")).unwrap();
+    let replaced = text.replace("replicas: 2", "replicas: 1");
+    assert!(
+        replaced.contains("replicas: 1") && replaced.contains("retraining:"),
+        "examples/quickstart/deployment.yaml changed; update quickstart_deployment()"
+    );
+    replaced
+}
+
 /// (a) The quickstart from `kubectl apply` to a served prediction and its feedback.
 #[test]
 #[ignore = "needs a control plane: run scripts/test-cluster.sh"]
@@ -242,6 +434,19 @@ fn quickstart_study_trains_promotes_and_serves() {
     let ns = Namespace::new("quickstart");
     let operator = Operator::start("quickstart");
     let max_trials = 4;
+    // The ModelDeployment first, as examples/quickstart says: no server until the promotion.
+    apply(&ns.0, &quickstart_deployment());
+    let waiting = wait_for_condition(
+        &ns.0,
+        "modeldeployment/income",
+        "Ready",
+        Duration::from_secs(60),
+        |c| c["status"] == "False",
+    );
+    assert_eq!(
+        condition(&waiting, "Ready").unwrap()["reason"],
+        "WaitingForModel"
+    );
     apply(&ns.0, &quickstart_study(max_trials));
 
     let study = study_succeeds(&ns.0, "income-quickstart", &operator);
@@ -373,17 +578,15 @@ fn quickstart_study_trains_promotes_and_serves() {
             .all(|(k, v)| &pod["metadata"]["labels"][k] == v),
         "the Service selects the server pod: {selector:?}"
     );
-    // fakelet's pods have the IP 127.0.0.1, which the API server refuses to proxy to ("address
-    // not allowed") and EndpointSlices refuse to hold; so requests go to the pod's address and
-    // container port directly, as a client inside the cluster network would.
-    assert_eq!(pod["status"]["podIP"], "127.0.0.1");
-    let port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .expect("the server container declares its port");
+    // The pod has the node's IP, so its EndpointSlice can hold it and the proxy can reach it.
+    assert_eq!(
+        pod["status"]["podIP"],
+        env("FLYWHEEL_CLUSTER_NODE_IP").as_str()
+    );
+    let serving = Serving::new(&ns.0, "income");
+    serving.wait_for_versions(&best, None);
 
-    let (code, v1) = post_json(
-        port,
+    let (code, v1) = serving.post(
         "/v1/models/income:predict",
         &json!({"instances": [
             {"age": 39, "workclass": "State-gov", "education_num": 13,
@@ -399,8 +602,7 @@ fn quickstart_study_trains_promotes_and_serves() {
     assert_eq!(v1["model_version"], best.as_str(), "served version: {v1}");
     let request_id = v1["request_ids"][0].as_str().unwrap().to_string();
 
-    let (code, v2) = post_json(
-        port,
+    let (code, v2) = serving.post(
         "/v2/models/income/infer",
         &json!({"inputs": [
             {"name": "age", "shape": [1], "datatype": "FP64", "data": [52.0]},
@@ -419,15 +621,73 @@ fn quickstart_study_trains_promotes_and_serves() {
     );
     assert_eq!(code, 200, "V2 answer: {v2}");
     assert_eq!(v2["model_name"], "income", "V2 answer: {v2}");
+    assert_eq!(v2["model_version"], best.as_str(), "V2 answer: {v2}");
     assert_eq!(v2["outputs"][0]["name"], "predictions", "V2 answer: {v2}");
+    let label = v2["outputs"][0]["data"][0].as_str().unwrap_or_default();
+    assert!(["<=50K", ">50K"].contains(&label), "V2 answer: {v2}");
 
-    let (code, feedback) = post_json(
-        port,
+    // A client error passes through the proxy as the server's 400 with its JSON body.
+    let (code, refused) = serving.post(
+        "/v1/models/income/feedback",
+        &json!({"request_id": request_id, "actual": "maybe"}),
+    );
+    assert_eq!(code, 400, "feedback with an unknown class: {refused}");
+    assert_eq!(refused["field"], "actual", "{refused}");
+
+    let (code, feedback) = serving.post(
         "/v1/models/income/feedback",
         &json!({"request_id": request_id, "actual": ">50K"}),
     );
     assert_eq!(code, 200, "feedback answer: {feedback}");
     assert_eq!(feedback["accepted"], 1, "feedback answer: {feedback}");
+
+    if !serving.proxied {
+        // The operator reads the servers' stats through the API server's pod proxy too, which
+        // refuses loopback pods: the policy cannot be judged, and the ModelDeployment says so.
+        let md = wait_for_condition(
+            &ns.0,
+            "modeldeployment/income",
+            "RetrainingDue",
+            Duration::from_secs(60),
+            |c| c["reason"] == "StatsUnavailable",
+        );
+        let due = condition(&md, "RetrainingDue").unwrap();
+        assert_eq!(due["status"], "Unknown", "{due}");
+        assert!(
+            events_about(&ns.0, "income")
+                .iter()
+                .any(|(type_, reason, _)| type_ == "Warning" && reason == "StatsUnavailable"),
+            "{:?}",
+            events_about(&ns.0, "income")
+        );
+        return;
+    }
+    // The operator reads the server's stats through the API server's pod proxy: the policy is
+    // judged on the one labelled prediction (a decision, not Unknown/StatsUnavailable).
+    let md = wait_for(
+        "the operator to count the feedback",
+        Duration::from_secs(60),
+        || {
+            let md = get(&ns.0, "modeldeployment/income");
+            (md["status"]["labelledPredictions"] == 1).then_some(md)
+        },
+    );
+    let due = condition(&md, "RetrainingDue").expect("a RetrainingDue condition");
+    assert_eq!(
+        (due["status"].as_str(), due["reason"].as_str()),
+        (Some("False"), Some("WithinPolicy")),
+        "{due}\n{}",
+        operator.log()
+    );
+    assert_eq!(
+        md["status"]["servingVersion"],
+        best.as_str(),
+        "{}",
+        md["status"]
+    );
+    let accuracy = md["status"]["onlineMetrics"]["accuracy"].as_f64();
+    let expected = if prediction == ">50K" { 1.0 } else { 0.0 };
+    assert_eq!(accuracy, Some(expected), "{}", md["status"]);
 }
 
 /// Parses `flywheel validate`'s error lines into field paths (`  - spec.x: message`).
@@ -663,16 +923,17 @@ fn kubectl_explains_the_api_and_prints_its_columns() {
 }
 
 /// (e) A GPU study on a node without GPUs: each Trial says it cannot be scheduled, with the
-/// scheduler's reason.
+/// scheduler's reason; the Study says so in its `TrialsSchedulable` condition and a Warning
+/// Event, and once the trial timeout ends the never-scheduled trials it fails `Unschedulable`.
 #[test]
 #[ignore = "needs a control plane: run scripts/test-cluster.sh"]
 fn gpu_trials_without_gpu_capacity_report_the_scheduler_reason() {
     let ns = Namespace::new("gpu");
     let operator = Operator::start("gpu");
-    apply(
-        &ns.0,
-        &small_study("needs-gpu", 2, "  trial:\n    gpus: 1\n"),
-    );
+    let manifest = small_study("needs-gpu", 2, "  trial:\n    gpus: 1\n")
+        .replace("trialTimeoutSeconds: 300", "trialTimeoutSeconds: 15");
+    assert!(manifest.contains("trialTimeoutSeconds: 15"), "{manifest}");
+    apply(&ns.0, &manifest);
     let trial = wait_for("an unschedulable Trial", Duration::from_secs(120), || {
         items(&ns.0, "trials")
             .into_iter()
@@ -697,6 +958,62 @@ fn gpu_trials_without_gpu_capacity_report_the_scheduler_reason() {
         pods.iter().all(|p| p["status"]["phase"] == "Pending"),
         "no trial pod may run: {pods:#?}"
     );
+
+    // The Study, not only its Trials, names the cause.
+    let study = wait_for_condition(
+        &ns.0,
+        "study/needs-gpu",
+        "TrialsSchedulable",
+        Duration::from_secs(60),
+        |c| c["status"] == "False",
+    );
+    let schedulable = condition(&study, "TrialsSchedulable").unwrap();
+    assert_eq!(schedulable["reason"], "Unschedulable", "{schedulable}");
+    assert!(
+        schedulable["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nvidia.com/gpu"),
+        "{schedulable}"
+    );
+    let warning = wait_for(
+        "a Warning Event on the Study",
+        Duration::from_secs(30),
+        || {
+            events_about(&ns.0, "needs-gpu")
+                .into_iter()
+                .find(|(type_, reason, _)| type_ == "Warning" && reason == "Unschedulable")
+        },
+    );
+    assert!(warning.2.contains("nvidia.com/gpu"), "{warning:?}");
+
+    // Time Pending counts toward the trial timeout: the trials end, and so does the Study,
+    // with the cause rather than a spent budget.
+    let study = wait_for("the study to end", Duration::from_secs(120), || {
+        let study = get(&ns.0, "study/needs-gpu");
+        (study["status"]["phase"] == "Failed").then_some(study)
+    });
+    let failed = condition(&study, "Failed").expect("a Failed condition");
+    assert_eq!(
+        (failed["status"].as_str(), failed["reason"].as_str()),
+        (Some("True"), Some("Unschedulable")),
+        "{}",
+        study["status"]
+    );
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nvidia.com/gpu"),
+        "{failed}"
+    );
+    for trial in items(&ns.0, "trials") {
+        assert_eq!(
+            trial["status"]["reason"], "Unschedulable",
+            "{}",
+            trial["status"]
+        );
+    }
 }
 
 /// (f) The operator killed (SIGKILL) while trials run, then restarted: the study ends with
@@ -744,6 +1061,242 @@ fn operator_killed_mid_study_resumes_without_duplicates() {
             .expect("the Job survives the restart");
         assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
     }
+}
+
+/// Penguins with their species, a mix of the three, for predictions and feedback.
+fn penguin_rows(count: usize) -> Vec<(Value, String)> {
+    let mut reader = csv::Reader::from_path(repo().join("examples/data/penguins.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(Result::unwrap)
+        .filter(|r| r.iter().all(|cell| !cell.is_empty() && cell != "NA"))
+        .step_by(11)
+        .take(count)
+        .map(|record| {
+            let mut row = serde_json::Map::new();
+            let mut species = String::new();
+            for (name, cell) in headers.iter().zip(record.iter()) {
+                if name == "species" {
+                    species = cell.to_string();
+                } else if let Ok(number) = cell.parse::<f64>() {
+                    row.insert(name.into(), json!(number));
+                } else {
+                    row.insert(name.into(), json!(cell));
+                }
+            }
+            (Value::Object(row), species)
+        })
+        .collect()
+}
+
+/// Predicts `rows` in one V1 request and sends their species back as one feedback batch;
+/// returns the predicted version.
+fn predict_and_label(serving: &Serving, rows: &[(Value, String)]) -> String {
+    let instances: Vec<&Value> = rows.iter().map(|(row, _)| row).collect();
+    let (code, answer) = serving.post(
+        &format!("/v1/models/{}:predict", serving.service),
+        &json!({ "instances": instances }),
+    );
+    assert_eq!(code, 200, "V1 answer: {answer}");
+    let ids = answer["request_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), rows.len(), "one request id per row: {answer}");
+    let feedback: Vec<Value> = ids
+        .iter()
+        .zip(rows)
+        .map(|(id, (_, species))| json!({"request_id": id, "actual": species}))
+        .collect();
+    let (code, joined) = serving.post(
+        &format!("/v1/models/{}/feedback", serving.service),
+        &json!({ "feedback": feedback }),
+    );
+    assert_eq!(code, 200, "feedback answer: {joined}");
+    assert_eq!(joined["accepted"], rows.len(), "feedback answer: {joined}");
+    answer["model_version"].as_str().unwrap().to_string()
+}
+
+/// (h) The closed loop in the cluster: labelled feedback sent through the service proxy fires
+/// the ModelDeployment's retraining trigger; the operator starts the next generation study
+/// (`<parent>-g1`, with its lineage), its trials run, its winner is served as the shadow, and the
+/// shadow gate decides on the next labelled requests, with its evidence on the
+/// ModelDeployment's status, its conditions and an Event.
+#[test]
+#[ignore = "needs a control plane: run scripts/test-cluster.sh"]
+fn feedback_retrains_and_the_shadow_gate_decides() {
+    if env("FLYWHEEL_CLUSTER_NODE_IP") == "127.0.0.1" {
+        eprintln!(
+            "cluster: SKIPPED the retraining scenario: the pods have the IP 127.0.0.1 (this host has no non-loopback IPv4 address), and the operator reads the servers' feedback through the API server's pod proxy, which refuses loopback"
+        );
+        return;
+    }
+    let ns = Namespace::new("retraining");
+    let operator = Operator::start("retraining");
+    let (labels, samples) = (12, 12);
+    apply(
+        &ns.0,
+        &format!(
+            "apiVersion: flywheel.dev/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: penguins\nspec:\n  replicas: 1\n  retraining:\n    minNewLabels: {labels}\n    budget:\n      maxTrials: 2\n      parallelism: 2\n      trialTimeoutSeconds: 300\n    gate:\n      samples: {samples}\n"
+        ),
+    );
+    apply(
+        &ns.0,
+        &small_study("penguins", 2, "  promotion:\n    deployment: penguins\n"),
+    );
+    let parent = study_succeeds(&ns.0, "penguins", &operator);
+    let serving_version = parent["status"]["bestTrial"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let serving = Serving::new(&ns.0, "penguins");
+    serving.wait_for_versions(&serving_version, None);
+
+    // Below the policy's count nothing is due; at it, the trigger fires.
+    let rows = penguin_rows(2 * labels);
+    assert_eq!(
+        predict_and_label(&serving, &rows[..labels - 1]),
+        serving_version
+    );
+    let md = wait_for(
+        "the operator to count the first labels",
+        Duration::from_secs(60),
+        || {
+            let md = get(&ns.0, "modeldeployment/penguins");
+            (md["status"]["labelledPredictions"] == labels - 1).then_some(md)
+        },
+    );
+    let due = condition(&md, "RetrainingDue").unwrap();
+    assert_eq!(
+        (due["status"].as_str(), due["reason"].as_str()),
+        (Some("False"), Some("WithinPolicy")),
+        "{due}"
+    );
+    predict_and_label(&serving, &rows[labels - 1..labels]);
+    let md = wait_for_condition(
+        &ns.0,
+        "modeldeployment/penguins",
+        "RetrainingDue",
+        Duration::from_secs(60),
+        |c| c["status"] == "True",
+    );
+    let due = condition(&md, "RetrainingDue").unwrap();
+    assert_eq!(due["reason"], "NewLabels", "{due}");
+
+    // The next generation, with its lineage.
+    let child = wait_for("study penguins-g1", Duration::from_secs(60), || {
+        let out = kubectl(&["get", "-n", &ns.0, "study/penguins-g1", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    let origin = &child["spec"]["origin"];
+    assert_eq!(origin["parentStudy"], "penguins", "{origin}");
+    assert_eq!(origin["generation"], 1, "{origin}");
+    assert_eq!(origin["ancestors"], json!(["penguins"]), "{origin}");
+    assert_eq!(origin["trigger"], "NewLabels", "{origin}");
+    let labels_of = &child["metadata"]["labels"];
+    assert_eq!(labels_of["flywheel.dev/retrained-from"], "penguins");
+    assert_eq!(labels_of["flywheel.dev/deployment"], "penguins");
+    assert_eq!(
+        child["spec"]["warmStart"]["studies"],
+        json!(["penguins"]),
+        "{}",
+        child["spec"]
+    );
+    assert_eq!(child["spec"]["promotion"]["policy"], "shadow");
+    assert_eq!(child["spec"]["budget"]["maxTrials"], 2);
+    let feedback = &child["spec"]["dataset"]["feedback"];
+    assert_eq!(feedback[0]["model"], "penguins", "{feedback}");
+    let md = get(&ns.0, "modeldeployment/penguins");
+    assert_eq!(md["status"]["retrainingStudy"], "penguins-g1");
+    assert!(
+        events_about(&ns.0, "penguins")
+            .iter()
+            .any(|(_, reason, message)| reason == "RetrainingStarted"
+                && message.contains("penguins-g1")),
+        "{:?}",
+        events_about(&ns.0, "penguins")
+    );
+
+    // Its trials run as Jobs, and its winner becomes the shadow.
+    let child = study_succeeds(&ns.0, "penguins-g1", &operator);
+    let child_trials: Vec<Value> = items(&ns.0, "trials")
+        .into_iter()
+        .filter(|t| owned_by(t, "Study", "penguins-g1"))
+        .collect();
+    assert_eq!(child_trials.len(), 2, "{:?}", names(&child_trials));
+    let md = wait_for(
+        "the candidate as the shadow",
+        Duration::from_secs(60),
+        || {
+            let md = get(&ns.0, "modeldeployment/penguins");
+            md["spec"]["shadow"]["version"].is_string().then_some(md)
+        },
+    );
+    let shadow = md["spec"]["shadow"].clone();
+    assert_eq!(shadow["study"], "penguins-g1", "{shadow}");
+    assert_eq!(
+        shadow["version"], child["status"]["bestTrial"]["name"],
+        "{shadow}"
+    );
+    assert_eq!(md["spec"]["model"]["version"], serving_version.as_str());
+    let candidate = shadow["version"].as_str().unwrap().to_string();
+    serving.wait_for_versions(&serving_version, Some(&candidate));
+    wait_for("the shadow rolled out", Duration::from_secs(60), || {
+        let md = get(&ns.0, "modeldeployment/penguins");
+        (md["status"]["shadowVersion"] == candidate.as_str()).then_some(())
+    });
+
+    // The gate decides on the paired labelled requests.
+    assert_eq!(
+        predict_and_label(&serving, &rows[labels..labels + samples]),
+        serving_version
+    );
+    let md = wait_for("the gate's decision", Duration::from_secs(60), || {
+        let md = get(&ns.0, "modeldeployment/penguins");
+        md["status"]["lastGate"]["decision"]
+            .is_string()
+            .then_some(md)
+    });
+    let gate = &md["status"]["lastGate"];
+    assert_eq!(gate["candidateVersion"], candidate.as_str(), "{gate}");
+    assert_eq!(gate["servingVersion"], serving_version.as_str(), "{gate}");
+    assert_eq!(gate["samples"], samples, "{gate}");
+    assert!(gate["pValue"].is_number(), "{gate}");
+    let decision = gate["decision"].as_str().unwrap();
+    eprintln!("cluster: the shadow gate decided {decision}: {gate}");
+    let verdict = condition(&md, "ShadowGate").expect("a ShadowGate condition");
+    let (state, reason, event) = match decision {
+        "promote" => ("True", "Promoted", "ShadowPromoted"),
+        "reject" => ("False", "Rejected", "ShadowRejected"),
+        other => panic!("decision {other}: {gate}"),
+    };
+    assert_eq!(
+        (verdict["status"].as_str(), verdict["reason"].as_str()),
+        (Some(state), Some(reason)),
+        "{verdict}"
+    );
+    assert!(
+        verdict["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&candidate),
+        "{verdict}"
+    );
+    let events = events_about(&ns.0, "penguins");
+    assert!(
+        events.iter().any(|(_, r, _)| r == event),
+        "no {event} Event: {events:?}"
+    );
+    // The decision is carried out: the candidate serves, or the shadow is dropped.
+    let expected = if decision == "promote" {
+        candidate.as_str()
+    } else {
+        serving_version.as_str()
+    };
+    let md = get(&ns.0, "modeldeployment/penguins");
+    assert!(md["spec"]["shadow"].is_null(), "{}", md["spec"]);
+    assert_eq!(md["spec"]["model"]["version"], expected, "{}", md["spec"]);
+    serving.wait_for_versions(expected, None);
 }
 
 /// The identity holding the operators' Lease (the chart's name, in its namespace).
