@@ -175,6 +175,8 @@ cluster_up() {
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
   local pki="$CLUSTER_DIR/pki"
+  # --kubelet-certificate-authority: `kubectl logs` verifies the node's serving certificate
+  # (fakelet signs it with the cluster CA, the node IP among its names), as with a kubelet.
   start kube-apiserver "$cluster_bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$apiserver_port" \
@@ -184,6 +186,7 @@ cluster_up() {
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc \
     --authorization-mode=Node,RBAC \
+    --kubelet-certificate-authority="$pki/ca.crt" \
     --enable-priority-and-fairness=false
   wait_for kube-apiserver 120 curl -fsS --cacert "$pki/ca.crt" \
     -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$apiserver_port/readyz"
@@ -208,6 +211,7 @@ cluster_up() {
   # host processes listening on every address, are reached at node_ip.
   start fakelet python3 "$K8S_KIT/fakelet.py" --kubeconfig "$KUBECONFIG" --node fakelet \
     --node-ip "$node_ip" --port "$fakelet_port" --images "$images" \
+    --ca-cert "$CLUSTER_DIR/pki/ca.crt" --ca-key "$CLUSTER_DIR/pki/ca.key" \
     --workdir "$CLUSTER_DIR/fakelet" "$@"
   wait_for "the fakelet node" 60 kubectl wait --for=condition=Ready node/fakelet --timeout=1s
   cluster_log "up: KUBECONFIG=$KUBECONFIG, node and pod IP $node_ip, logs in $CLUSTER_DIR"
