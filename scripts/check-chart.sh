@@ -35,7 +35,7 @@ cases=(
   "s3-store|--set artifacts.root=s3://flywheel-models/prod --set artifacts.s3.secretName=flywheel-s3"
   "pvc-create|--set artifacts.pvc.create=true --set artifacts.pvc.storageClassName=nfs --set artifacts.pvc.size=50Gi"
   "service-monitor|--set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prometheus"
-  "watch-namespace|--set watchNamespace=ml --set artifacts.pvc.create=true --set replicaCount=2"
+  "watch-namespace|--set watchNamespace=ml --set artifacts.pvc.create=true --set replicaCount=2 --set statsIntervalSeconds=15"
   "single-no-election|--set leaderElection.enabled=false --set metrics.enabled=false --set serviceAccount.create=false --set serviceAccount.name=flywheel"
 )
 # Value sets `helm lint --strict` must reject: name, the value the error must point at, flags.
@@ -52,6 +52,7 @@ bad_cases=(
   "trainer-pull-policy|additional properties 'pullPolicy'|--set images.trainer.pullPolicy=Always"
   "bad-log-format|/logFormat|--set logFormat=xml"
   "negative-ttl|/trialTtlSeconds|--set trialTtlSeconds=-1"
+  "zero-stats-interval|/statsIntervalSeconds|--set statsIntervalSeconds=0"
   "bad-watch-namespace|/watchNamespace|--set watchNamespace=Not_A_Namespace"
 )
 
