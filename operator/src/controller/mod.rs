@@ -36,7 +36,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::k8s::job::JobConfig;
@@ -181,12 +181,15 @@ where
     K::DynamicType: Default,
 {
     let key = object_key(object.as_ref());
-    let delay = if error.metric_label() == "conflict" {
-        // Someone wrote the object since it was read: the next read has the news.
-        Duration::from_secs(1)
-    } else {
-        ctx.backoff(key.clone())
-    };
+    if error.metric_label() == "conflict" {
+        // Someone wrote the object since it was read (routine with a Job controller and the
+        // trial controller writing the same objects): the next read has the news, so this is
+        // no warning; the conflict metric still counts it.
+        let delay = Duration::from_secs(1);
+        debug!(object = %key, %error, retry_in = ?delay, "reconcile met a concurrent write; retrying");
+        return Action::requeue(delay);
+    }
+    let delay = ctx.backoff(key.clone());
     warn!(object = %key, %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
