@@ -6,6 +6,7 @@ pub mod api;
 pub mod ensemble;
 pub mod feedback;
 pub mod gate;
+pub mod infer;
 pub mod search;
 pub mod study;
 

@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use flywheel_core::model_card::{boolean_from_number, boolean_from_text};
+use flywheel_core::infer::{
+    ColumnType, MAX_CLASSES, count_distinct, infer_column as infer_column_type,
+    numbers_are_classes, parse_number,
+};
+use flywheel_core::model_card::boolean_from_text;
 use flywheel_core::search::space::Task;
 use flywheel_store::{BlockingStore, Location, StoreError};
 use serde::Serialize;
@@ -12,22 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainerError};
 
-/// Cell values read as missing. The exported model maps the same tokens to missing for string
-/// columns, so training and serving agree.
-pub const MISSING_TOKENS: &[&str] = &["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"];
-
-/// A column with at most this many distinct integer values is treated as category codes.
-const MAX_INTEGER_CODES: usize = 5;
-/// A numeric target with at most this many distinct integer values means classification.
-const MAX_AUTO_CLASSES: usize = 20;
-/// More classes than this is almost certainly a mistaken target.
-const MAX_CLASSES: usize = 1000;
-/// Columns missing in more than this fraction of rows carry too little to impute from.
-const MAX_MISSING_FRACTION: f64 = 0.95;
-
-pub fn is_missing(cell: &str) -> bool {
-    MISSING_TOKENS.contains(&cell.trim())
-}
+pub use flywheel_core::infer::{MISSING_TOKENS, is_missing};
 
 /// The raw bytes of a dataset and where they came from.
 pub struct Source {
@@ -409,14 +398,6 @@ pub fn infer(table: RawTable, target_name: &str, task: Task) -> Result<Dataset> 
     })
 }
 
-fn count_distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> usize {
-    values.collect::<std::collections::HashSet<T>>().len()
-}
-
-fn parse_number(cell: &str) -> Option<f64> {
-    cell.trim().parse::<f64>().ok().filter(|v| v.is_finite())
-}
-
 fn infer_target(name: &str, values: &[&str], task: Task) -> Result<(Target, Task, String)> {
     let numbers: Option<Vec<f64>> = values.iter().map(|v| parse_number(v)).collect();
     let classify = match (task, &numbers) {
@@ -433,10 +414,7 @@ fn infer_target(name: &str, values: &[&str], task: Task) -> Result<(Target, Task
         (Task::Regression, Some(_)) => false,
         (Task::Binary | Task::Multiclass, _) => true,
         (Task::Auto, None) => true,
-        (Task::Auto, Some(numbers)) => {
-            let integral = numbers.iter().all(|v| v.fract() == 0.0);
-            integral && count_distinct(numbers.iter().map(|v| v.to_bits())) <= MAX_AUTO_CLASSES
-        }
+        (Task::Auto, Some(numbers)) => numbers_are_classes(numbers),
     };
     if !classify {
         let y = numbers.unwrap_or_default();
@@ -515,204 +493,77 @@ fn format_number(value: f64) -> String {
     }
 }
 
-fn looks_like_id(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower == "id" || lower.ends_with("_id") || lower.ends_with(" id") || lower == "index"
-}
-
+/// Types a column by core's rules and, for a feature, builds its compact values.
 fn infer_column(name: &str, cells: &[Option<&str>]) -> (Option<Feature>, ColumnSchema) {
-    let rows = cells.len();
-    let missing = cells.iter().filter(|c| c.is_none()).count();
-    let present: Vec<&str> = cells.iter().flatten().copied().collect();
-    let entry = |role, kind, distinct, reason: String| ColumnSchema {
+    let inferred = infer_column_type(name, cells);
+    let column_type = inferred.column_type;
+    let entry = ColumnSchema {
         name: name.to_string(),
-        role,
+        role: if column_type.is_feature() {
+            "feature"
+        } else {
+            "dropped"
+        },
+        kind: column_type.kind(),
+        missing: inferred.missing,
+        distinct: inferred.distinct,
+        reason: inferred.reason,
+    };
+    let numeric = |read: fn(&str) -> Option<f32>| -> Vec<f32> {
+        cells
+            .iter()
+            .map(|c| c.and_then(read).unwrap_or(f32::NAN))
+            .collect()
+    };
+    let feature = |kind, values, codes| Feature {
+        name: name.to_string(),
         kind,
-        missing,
-        distinct,
-        reason,
+        values,
+        codes,
     };
-    if present.is_empty() {
-        return (
-            None,
-            entry("dropped", "empty", 0, "every value is missing".into()),
-        );
-    }
-    let missing_fraction = missing as f64 / rows as f64;
-    if missing_fraction > MAX_MISSING_FRACTION {
-        return (
-            None,
-            entry(
-                "dropped",
-                "mostly_missing",
-                count_distinct(present.iter()),
-                format!("{:.1}% of values are missing", missing_fraction * 100.0),
-            ),
-        );
-    }
-    let missing_note = if missing > 0 {
-        format!("; {missing} missing values imputed with an indicator column")
-    } else {
-        String::new()
-    };
-    let numbers: Option<Vec<f64>> = present.iter().map(|c| parse_number(c)).collect();
-    if let Some(numbers) = numbers {
-        let distinct = count_distinct(numbers.iter().map(|v| v.to_bits()));
-        let integral = numbers.iter().all(|v| v.fract() == 0.0);
-        let values: Vec<f32> = cells
-            .iter()
-            .map(|c| c.and_then(parse_number).map_or(f32::NAN, |v| v as f32))
-            .collect();
-        let feature = |kind| Feature {
-            name: name.to_string(),
-            kind,
-            values: values.clone(),
-            codes: Vec::new(),
-        };
-        if distinct <= 1 {
-            return (
-                None,
-                entry(
-                    "dropped",
-                    "constant",
-                    distinct,
-                    "a single value: carries no information".into(),
-                ),
-            );
-        }
-        if numbers.iter().all(|&v| boolean_from_number(v).is_some()) {
-            return (
-                Some(feature(FeatureKind::Boolean)),
-                entry(
-                    "feature",
-                    "boolean",
-                    distinct,
-                    format!("only 0 and 1{missing_note}"),
-                ),
-            );
-        }
-        if integral && distinct == present.len() && rows >= 20 {
-            let (low, high) = numbers
+    let feature = match column_type {
+        ColumnType::Numeric => Some(feature(
+            FeatureKind::Numeric,
+            numeric(|c| parse_number(c).map(|v| v as f32)),
+            Vec::new(),
+        )),
+        ColumnType::IntegerCodes => Some(feature(
+            FeatureKind::IntegerCodes,
+            numeric(|c| parse_number(c).map(|v| v as f32)),
+            Vec::new(),
+        )),
+        ColumnType::NumericBoolean => Some(feature(
+            FeatureKind::Boolean,
+            numeric(|c| parse_number(c).map(|v| v as f32)),
+            Vec::new(),
+        )),
+        // The table the server accepts too, so a served model takes the cells of its own CSV.
+        ColumnType::WordBoolean => Some(feature(
+            FeatureKind::Boolean,
+            numeric(|c| boolean_from_text(c).map(|b| if b { 1.0 } else { 0.0 })),
+            Vec::new(),
+        )),
+        ColumnType::Text => {
+            let mut levels: Vec<String> = Vec::new();
+            let mut index: HashMap<&str, u32> = HashMap::new();
+            let codes: Vec<u32> = cells
                 .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            if looks_like_id(name) || (high - low + 1.0) as usize == distinct {
-                return (
-                    None,
-                    entry(
-                        "dropped",
-                        "id",
-                        distinct,
-                        "unique integers per row: an identifier".into(),
-                    ),
-                );
-            }
+                .map(|cell| match cell {
+                    None => MISSING_CODE,
+                    Some(cell) => *index.entry(cell).or_insert_with(|| {
+                        levels.push((*cell).to_string());
+                        (levels.len() - 1) as u32
+                    }),
+                })
+                .collect();
+            Some(feature(FeatureKind::Strings { levels }, Vec::new(), codes))
         }
-        if integral && distinct <= MAX_INTEGER_CODES {
-            return (
-                Some(feature(FeatureKind::IntegerCodes)),
-                entry(
-                    "feature",
-                    "categorical",
-                    distinct,
-                    format!(
-                        "{distinct} distinct integers: category codes, one-hot for linear models{missing_note}"
-                    ),
-                ),
-            );
-        }
-        return (
-            Some(feature(FeatureKind::Numeric)),
-            entry(
-                "feature",
-                "numeric",
-                distinct,
-                format!("numbers{missing_note}"),
-            ),
-        );
-    }
-    // The table the server accepts too, so a served model takes the cells of its own CSV.
-    let boolean = |c: &str| boolean_from_text(c).map(|b| if b { 1.0f32 } else { 0.0 });
-    if present.iter().all(|c| boolean(c).is_some()) {
-        let values: Vec<f32> = cells
-            .iter()
-            .map(|c| c.and_then(boolean).unwrap_or(f32::NAN))
-            .collect();
-        let distinct = count_distinct(values.iter().filter(|v| !v.is_nan()).map(|v| v.to_bits()));
-        if distinct <= 1 {
-            return (
-                None,
-                entry(
-                    "dropped",
-                    "constant",
-                    distinct,
-                    "a single value: carries no information".into(),
-                ),
-            );
-        }
-        return (
-            Some(Feature {
-                name: name.to_string(),
-                kind: FeatureKind::Boolean,
-                values,
-                codes: Vec::new(),
-            }),
-            entry(
-                "feature",
-                "boolean",
-                distinct,
-                format!("true/false words{missing_note}"),
-            ),
-        );
-    }
-    let mut levels: Vec<String> = Vec::new();
-    let mut index: HashMap<&str, u32> = HashMap::new();
-    let codes: Vec<u32> = cells
-        .iter()
-        .map(|cell| match cell {
-            None => MISSING_CODE,
-            Some(cell) => *index.entry(cell).or_insert_with(|| {
-                levels.push((*cell).to_string());
-                (levels.len() - 1) as u32
-            }),
-        })
-        .collect();
-    let distinct = levels.len();
-    if distinct <= 1 {
-        return (
-            None,
-            entry(
-                "dropped",
-                "constant",
-                distinct,
-                "a single value: carries no information".into(),
-            ),
-        );
-    }
-    if rows >= 20 && (distinct == present.len() || distinct > (present.len() / 2).max(1000)) {
-        return (
-            None,
-            entry(
-                "dropped",
-                "id",
-                distinct,
-                "nearly every value is distinct: an identifier or free text".into(),
-            ),
-        );
-    }
-    (
-        Some(Feature {
-            name: name.to_string(),
-            kind: FeatureKind::Strings { levels },
-            values: Vec::new(),
-            codes,
-        }),
-        entry(
-            "feature",
-            "categorical",
-            distinct,
-            format!("text with {distinct} distinct values{missing_note}"),
-        ),
-    )
+        ColumnType::Empty
+        | ColumnType::MostlyMissing
+        | ColumnType::Constant
+        | ColumnType::Identifier => None,
+    };
+    (feature, entry)
 }
 
 #[cfg(test)]
