@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod discover;
 pub mod ensemble;
 pub mod feedback;
 pub mod gate;
