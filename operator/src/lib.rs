@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod crdgen;
+pub mod discover;
 mod error;
 pub mod k8s;
 pub mod local;

@@ -48,6 +48,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find the CSV and Parquet tables under a folder or s3://bucket/prefix: profile each, propose
+    /// targets (with the task each implies and why), find joinable tables, and draft a Study per
+    /// target (docs/discover.md).
+    Discover(DiscoverArgs),
     /// Print every model family's hyper-parameters, limits and default search domains (Markdown).
     SearchSpace,
     /// Check manifests with the CRD's rules plus Flywheel's semantic rules; exit 1 on any error.
@@ -108,6 +112,38 @@ struct RunArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     retrain_interval_seconds: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct DiscoverArgs {
+    /// A folder (searched recursively), a single table file, or s3://bucket/prefix (credentials
+    /// and endpoint from the standard AWS_* variables).
+    root: String,
+    /// Rows profiled per table; a larger table is profiled on its first N rows, and the output
+    /// says so.
+    #[arg(
+        long,
+        env = "FLYWHEEL_DISCOVER_SAMPLE_ROWS",
+        default_value_t = flywheel_core::discover::DEFAULT_SAMPLE_ROWS as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    sample_rows: u64,
+    /// Least share of a column's distinct values found in another table's key to report the
+    /// pair as a join.
+    #[arg(long, default_value_t = flywheel_core::discover::DEFAULT_MIN_OVERLAP)]
+    min_overlap: f64,
+    /// Target proposals kept per table (best first).
+    #[arg(long, default_value_t = flywheel_core::discover::DEFAULT_MAX_TARGETS)]
+    max_targets: usize,
+    /// Write a draft Study manifest per proposed target into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the discovery as an HTML page to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,6 +251,51 @@ fn child_environment() -> Result<Vec<(String, String)>, Error> {
         .map(|path| ("ORT_DYLIB_PATH".to_string(), path.display().to_string()))
         .into_iter()
         .collect())
+}
+
+fn discover(args: DiscoverArgs) -> Result<ExitCode, Error> {
+    if !(0.0..=1.0).contains(&args.min_overlap) {
+        return Err(Error::Local {
+            action: "discover tables",
+            message: format!(
+                "--min-overlap {} is not a share; pass a value from 0 to 1, e.g. 0.5",
+                args.min_overlap
+            ),
+        });
+    }
+    let options = flywheel_core::discover::DiscoverOptions {
+        max_targets_per_table: args.max_targets,
+        min_overlap: args.min_overlap,
+    };
+    let discovery = flywheel_operator::discover::scan(
+        &args.root,
+        usize::try_from(args.sample_rows).unwrap_or(usize::MAX),
+        &options,
+    )?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&discovery).map_err(|e| Error::Serialize {
+            what: "the discovery",
+            message: e.to_string(),
+        })?;
+        println!("{json}");
+    } else {
+        print!("{}", flywheel_operator::discover::text::render(&discovery));
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, flywheel_operator::discover::html::page(&discovery)).map_err(
+            |source| Error::Write {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.out {
+        for path in flywheel_operator::discover::write_drafts(&discovery, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_study(args: RunArgs) -> Result<ExitCode, Error> {
@@ -386,6 +467,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Retrain(args) => retrain(args),
         Command::Gate(args) => gate(args),
         Command::Lineage { dir, json } => lineage(&dir, json),
+        Command::Discover(args) => discover(args),
         Command::Operator(args) => {
             controller::entry::run(*args)?;
             Ok(ExitCode::SUCCESS)

@@ -79,7 +79,7 @@ pub fn render(study: &Study, trials: &[Trial], winner_dir: Option<&Path>) -> Str
     html
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

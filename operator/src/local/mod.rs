@@ -4,7 +4,7 @@
 
 pub mod closed_loop;
 pub mod ensemble;
-mod html;
+pub(crate) mod html;
 mod process;
 mod report;
 mod serve;
