@@ -15,6 +15,8 @@ use flywheel_core::discover::{
 };
 use flywheel_core::infer::is_missing;
 use flywheel_store::{BlockingStore, Bytes, Location};
+use parquet::basic::Repetition;
+use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::Field;
 
@@ -216,22 +218,28 @@ fn read_parquet<R: ChunkReader + 'static>(
         SerializedFileReader::new(reader).map_err(|e| format!("failed to read as parquet: {e}"))?;
     let metadata = reader.metadata().file_metadata();
     let total = u64::try_from(metadata.num_rows()).unwrap_or(0);
-    let names: Vec<String> = metadata
-        .schema_descr()
-        .root_schema()
-        .get_fields()
-        .iter()
-        .map(|f| f.name().trim().to_string())
-        .collect();
+    let fields = metadata.schema_descr().root_schema().get_fields().to_vec();
+    // The trainer refuses nested columns, so a study drafted on this table could not run.
+    if let Some(nested) = fields.iter().find(|f| {
+        let info = f.get_basic_info();
+        f.is_group() || (info.has_repetition() && info.repetition() == Repetition::REPEATED)
+    }) {
+        return Err(format!(
+            "column {:?} is nested (a list, map or struct); the trainer reads flat tables: \
+             flatten it into scalar columns or drop it",
+            nested.name()
+        ));
+    }
+    let names: Vec<String> = fields.iter().map(|f| f.name().trim().to_string()).collect();
     check_header(&names)?;
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
-    let rows = reader
-        .get_row_iter(None)
-        .map_err(|e| format!("failed to read parquet rows: {e}"))?;
+    let rows = reader.get_row_iter(None).map_err(|e| parquet_error(&e))?;
     for row in rows.take(limit) {
-        let row = row.map_err(|e| format!("failed to read parquet rows: {e}"))?;
-        for (column, (_, field)) in columns.iter_mut().zip(row.get_column_iter()) {
-            column.push(parquet_cell(field));
+        let row = row.map_err(|e| parquet_error(&e))?;
+        for ((column, (_, field)), name) in
+            columns.iter_mut().zip(row.get_column_iter()).zip(&names)
+        {
+            column.push(parquet_cell(name, field)?);
         }
     }
     if total == 0 {
@@ -246,18 +254,42 @@ fn read_parquet<R: ChunkReader + 'static>(
     })
 }
 
-/// Null, non-finite floats and the missing tokens are missing; nested values and other
-/// non-text bytes become text, which the type rules then see as categories or identifiers.
-fn parquet_cell(field: &Field) -> Option<String> {
+/// Null, non-finite floats and the missing tokens are missing; dates, times and decimals are
+/// text, which the type rules see as categories or identifiers, as the trainer does.
+fn parquet_cell(column: &str, field: &Field) -> Result<Option<String>, String> {
     let text = match field {
-        Field::Null => return None,
-        Field::Float(v) if !v.is_finite() => return None,
-        Field::Double(v) if !v.is_finite() => return None,
+        Field::Null => return Ok(None),
+        Field::Float(v) if !v.is_finite() => return Ok(None),
+        Field::Double(v) if !v.is_finite() => return Ok(None),
         Field::Str(text) => text.clone(),
-        Field::Bytes(bytes) => String::from_utf8_lossy(bytes.data()).into_owned(),
+        Field::Bytes(bytes) => String::from_utf8(bytes.data().to_vec()).map_err(|_| {
+            format!(
+                "column {column:?} holds binary data that is not UTF-8 text, which the trainer \
+                 refuses: drop it or convert it to a string column"
+            )
+        })?,
         other => other.to_string(),
     };
-    (!is_missing(&text)).then_some(text)
+    Ok((!is_missing(&text)).then_some(text))
+}
+
+/// Names the codec when the file uses one this build leaves out (the `parquet` crate says
+/// which cargo feature is missing; flate2 is gzip).
+fn parquet_error(error: &ParquetError) -> String {
+    let text = error.to_string();
+    match text.split("Disabled feature at compile time: ").nth(1) {
+        Some(feature) => {
+            let codec = match feature.trim() {
+                "flate2" => "gzip",
+                other => other,
+            };
+            format!(
+                "compressed with {codec}, which Flywheel does not read: rewrite it uncompressed, \
+                 with snappy or with zstd"
+            )
+        }
+        None => format!("failed to read parquet rows: {text}"),
+    }
 }
 
 /// The draft studies of a discovery, each with its file name (`<study name>.yaml`).
