@@ -351,12 +351,12 @@ pub fn propose_targets(
             why.push("the last column, where tables conventionally keep the label".into());
         }
         if task == Task::Regression
-            && let Some(r) = strongest_correlation(sample, profile, index)
+            && let Some((other, r)) = strongest_correlation(sample, profile, index)
             && (MIN_SIGNAL_CORRELATION..MAX_SIGNAL_CORRELATION).contains(&r.abs())
         {
             score += 1;
             why.push(format!(
-                "numeric with clear signal: |r| = {:.2} with another column",
+                "numeric with clear signal: |r| = {:.2} with {other:?}",
                 r.abs()
             ));
         }
@@ -412,11 +412,11 @@ fn implied_task(column: &ColumnProfile, cells: &[Option<String>]) -> Option<(Tas
 
 /// The Pearson correlation of column `index` with the numeric column it tracks most closely
 /// (by |r|), over rows where both have a value.
-fn strongest_correlation(
+fn strongest_correlation<'a>(
     sample: &TableSample,
-    profile: &TableProfile,
+    profile: &'a TableProfile,
     index: usize,
-) -> Option<f64> {
+) -> Option<(&'a str, f64)> {
     let values = |i: usize| -> Vec<Option<f64>> {
         sample.columns[i]
             .iter()
@@ -435,8 +435,8 @@ fn strongest_correlation(
                     ColumnType::Numeric | ColumnType::IntegerCodes | ColumnType::NumericBoolean
                 )
         })
-        .filter_map(|(i, _)| pearson(&target, &values(i)))
-        .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+        .filter_map(|(i, c)| Some((c.name.as_str(), pearson(&target, &values(i))?)))
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
 }
 
 fn pearson(x: &[Option<f64>], y: &[Option<f64>]) -> Option<f64> {
@@ -761,7 +761,14 @@ mod tests {
         assert_eq!(proposals[0].column, "price");
         assert_eq!(proposals[0].task, Task::Regression);
         assert_eq!(proposals[0].score, 5, "{:?}", proposals[0].why);
-        assert!(proposals[0].why.iter().any(|w| w.contains("clear signal")));
+        assert!(
+            proposals[0]
+                .why
+                .iter()
+                .any(|w| w.contains("clear signal") && w.contains("with \"a\"")),
+            "{:?}",
+            proposals[0].why
+        );
     }
 
     #[test]
