@@ -270,6 +270,7 @@ fn unreadable_files_are_listed_and_skipped() {
             &bad.join(format!("{name}.parquet")),
         );
     }
+    std::os::unix::fs::symlink(dir.path(), bad.join("loop")).unwrap();
     let discovery = scan_dir(dir.path(), 50_000);
     assert_eq!(discovery.tables.len(), 3);
     assert_eq!(joins(&discovery), shop_joins());
@@ -286,6 +287,7 @@ fn unreadable_files_are_listed_and_skipped() {
             "fake",
             "garbage",
             "header-only",
+            "loop",
             "nested",
             "ragged",
             "types-gzip"

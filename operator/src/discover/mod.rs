@@ -75,6 +75,7 @@ pub fn scan(root: &str, sample_rows: usize, options: &DiscoverOptions) -> Result
             Err(reason) => skipped.push(Skipped { location, reason }),
         }
     }
+    skipped.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(discover(root, sample_rows, &samples, skipped, options))
 }
 
@@ -104,6 +105,14 @@ fn walk(path: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
         if table_format(&path.display().to_string()).is_some() {
             files.push(path.to_path_buf());
         }
+        return;
+    }
+    // A linked folder may link back above itself; following it could never end.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        skipped.push(Skipped {
+            location: path.display().to_string(),
+            reason: "a symbolic link to a folder: not followed; scan its target directly".into(),
+        });
         return;
     }
     let entries = match std::fs::read_dir(path) {
